@@ -1,0 +1,3 @@
+//! Read-only facts about a model.
+
+pub mod stats;

@@ -1,0 +1,99 @@
+//! Helpers behind the command line that are worth testing: loading with context, refusing to
+//! overwrite inputs, rendering reports as text.
+
+use crate::analysis::stats::{Stats, ValueSummary};
+use crate::ir::Model;
+use anyhow::{bail, Context, Result};
+use std::fmt::Write;
+use std::path::Path;
+
+/// Loads a model, naming the file in any error; returns the external-data files it read.
+pub fn load(path: &Path) -> Result<(Model, Vec<String>)> {
+    let (m, files) = crate::import::load_with_files(path).with_context(|| format!("'{}'", path.display()))?;
+    Ok((m, files.iter().map(|p| p.display().to_string()).collect()))
+}
+
+/// Errors when `output` is the input file, unless `in_place`.
+pub fn refuse_overwrite(input: &Path, output: &Path, in_place: bool) -> Result<()> {
+    if in_place {
+        return Ok(());
+    }
+    if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
+        if a == b {
+            bail!("output '{}' is the input model; pass --in-place to overwrite it", output.display());
+        }
+    }
+    Ok(())
+}
+
+fn shape_str(v: &ValueSummary) -> String {
+    match &v.shape {
+        None => format!("{}[?]", v.dtype),
+        Some(dims) => {
+            let d: Vec<String> = dims
+                .iter()
+                .map(|d| match d {
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::String(s) => s.clone(),
+                    _ => "?".into(),
+                })
+                .collect();
+            format!("{}[{}]", v.dtype, d.join(","))
+        }
+    }
+}
+
+/// Human-readable byte count.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+pub fn render_stats(path: &Path, s: &Stats) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    writeln!(w, "model       {}", path.display()).unwrap();
+    writeln!(w, "producer    {} {}", s.producer, s.producer_version).unwrap();
+    let opsets: Vec<String> = s.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
+    writeln!(w, "ir version  {}   opsets: {}", s.ir_version, opsets.join(", ")).unwrap();
+    for (label, list) in [("inputs", &s.inputs), ("outputs", &s.outputs)] {
+        writeln!(w, "{label}:").unwrap();
+        let width = list.iter().map(|v| v.name.len()).max().unwrap_or(0);
+        for v in list.iter() {
+            writeln!(w, "  {:width$}  {}", v.name, shape_str(v)).unwrap();
+        }
+    }
+    writeln!(w, "nodes       {} ({} including subgraphs), {} local functions", s.nodes, s.nodes_total, s.functions).unwrap();
+    writeln!(
+        w,
+        "parameters  {} in {} tensors, {}",
+        s.params.count,
+        s.params.tensors,
+        human_bytes(s.params.bytes)
+    )
+    .unwrap();
+    for (dt, c) in &s.params.by_dtype {
+        writeln!(w, "  {dt:10} {:>12} values  {:>10}", c.count, human_bytes(c.bytes)).unwrap();
+    }
+    if !s.external_data.is_empty() {
+        writeln!(w, "external    {}", s.external_data.join(", ")).unwrap();
+    }
+    match s.macs {
+        Some(m) => writeln!(w, "MACs        {m} ({:.3} G; {})", m as f64 / 1e9, s.macs_note).unwrap(),
+        None => writeln!(w, "MACs        unknown ({})", s.macs_note).unwrap(),
+    }
+    writeln!(w, "ops:").unwrap();
+    let mut ops: Vec<_> = s.ops.iter().collect();
+    ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let width = ops.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in ops {
+        writeln!(w, "  {k:width$}  {v:>6}").unwrap();
+    }
+    o
+}

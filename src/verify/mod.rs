@@ -1,0 +1,178 @@
+//! Running models in tract and comparing outputs.
+//!
+//! Models go to tract as in-memory bytes with every tensor inline (no temp files). Inputs are IR
+//! tensors; the input facts are fixed from them before optimisation so symbolic dims resolve.
+
+use crate::export;
+use crate::ir::{self, DataType, Model, Tensor};
+use tract_onnx::prelude::{
+    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Tensor as TTensor, TypedRunnableModel,
+    TypedModel,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("tract cannot load the model: {0}")]
+    Load(String),
+    #[error("tract cannot run the model: {0}")]
+    Unsupported(String),
+    #[error("tract failed while running: {0}")]
+    Run(String),
+    #[error("input '{name}': {message}")]
+    Input { name: String, message: String },
+    #[error("{0}")]
+    Export(#[from] export::ExportError),
+}
+
+/// The tract element type for an ONNX one, where tract has one.
+pub fn tract_dtype(dt: DataType) -> Option<DatumType> {
+    Some(match dt {
+        DataType::FLOAT => DatumType::F32,
+        DataType::DOUBLE => DatumType::F64,
+        DataType::FLOAT16 => DatumType::F16,
+        DataType::INT8 => DatumType::I8,
+        DataType::INT16 => DatumType::I16,
+        DataType::INT32 => DatumType::I32,
+        DataType::INT64 => DatumType::I64,
+        DataType::UINT8 => DatumType::U8,
+        DataType::UINT16 => DatumType::U16,
+        DataType::UINT32 => DatumType::U32,
+        DataType::UINT64 => DatumType::U64,
+        DataType::BOOL => DatumType::Bool,
+        DataType::STRING => DatumType::String,
+        _ => return None,
+    })
+}
+
+pub fn onnx_dtype(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::F32 => DataType::FLOAT,
+        DatumType::F64 => DataType::DOUBLE,
+        DatumType::F16 => DataType::FLOAT16,
+        DatumType::I8 | DatumType::QI8(_) => DataType::INT8,
+        DatumType::I16 => DataType::INT16,
+        DatumType::I32 | DatumType::QI32(_) => DataType::INT32,
+        DatumType::I64 => DataType::INT64,
+        DatumType::U8 | DatumType::QU8(_) => DataType::UINT8,
+        DatumType::U16 => DataType::UINT16,
+        DatumType::U32 => DataType::UINT32,
+        DatumType::U64 => DataType::UINT64,
+        DatumType::Bool => DataType::BOOL,
+        DatumType::String => DataType::STRING,
+        _ => return None,
+    })
+}
+
+/// IR tensor → tract tensor.
+pub fn to_tract(t: &Tensor) -> Result<TTensor, String> {
+    let dt = tract_dtype(t.dtype).ok_or_else(|| format!("tract has no {} tensors", t.dtype))?;
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+    if let ir::TensorData::Strings(s) = &t.data {
+        let v: Vec<String> = s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+        let arr = tract_onnx::prelude::tract_ndarray::Array::from_shape_vec(shape, v).map_err(|e| e.to_string())?;
+        return Ok(arr.into_dyn().into());
+    }
+    let bytes = t.to_le_bytes().ok_or("no byte form")?;
+    if t.dtype == DataType::BOOL && bytes.iter().any(|&b| b > 1) {
+        // tract's bool is Rust's bool: only 0 and 1 are valid bit patterns.
+        let norm: Vec<u8> = bytes.iter().map(|&b| (b != 0) as u8).collect();
+        return unsafe { TTensor::from_raw_dt(dt, &shape, &norm) }.map_err(|e| format!("{e:#}"));
+    }
+    // SAFETY: every listed dtype is plain data of the byte size `check()` verified.
+    unsafe { TTensor::from_raw_dt(dt, &shape, &bytes) }.map_err(|e| format!("{e:#}"))
+}
+
+/// tract tensor → IR tensor.
+pub fn from_tract(t: &TTensor) -> Result<Tensor, String> {
+    let dt = onnx_dtype(t.datum_type()).ok_or_else(|| format!("no ONNX type for tract {:?}", t.datum_type()))?;
+    let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
+    if dt == DataType::STRING {
+        let view = t.try_as_plain_ram().map_err(|e| format!("{e:#}"))?;
+        let s = view.as_slice::<String>().map_err(|e| format!("{e:#}"))?;
+        let mut out = Tensor::from_raw(dt, dims, Vec::new());
+        out.data = ir::TensorData::Strings(s.iter().map(|x| bytes::Bytes::from(x.clone().into_bytes())).collect());
+        return Ok(out);
+    }
+    Ok(Tensor::from_raw(dt, dims, t.as_bytes().to_vec()))
+}
+
+/// A model loaded in tract, optimised for fixed input shapes.
+pub struct Runner {
+    plan: std::sync::Arc<TypedRunnableModel>,
+    pub output_names: Vec<String>,
+}
+
+impl Runner {
+    /// Loads serialised ONNX bytes (inline tensors) with input facts taken from `inputs`.
+    pub fn from_bytes(bytes: &[u8], inputs: &[Tensor]) -> Result<Runner, RunError> {
+        let mut model = tract_onnx::onnx()
+            .model_for_read(&mut &bytes[..])
+            .map_err(|e| RunError::Load(first_line(&e)))?;
+        for (i, t) in inputs.iter().enumerate() {
+            let dt = tract_dtype(t.dtype).ok_or_else(|| RunError::Input {
+                name: format!("#{i}"),
+                message: format!("tract has no {} tensors", t.dtype),
+            })?;
+            let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            model
+                .set_input_fact(i, InferenceFact::dt_shape(dt, shape))
+                .map_err(|e| RunError::Input { name: format!("#{i}"), message: first_line(&e) })?;
+        }
+        let typed: TypedModel = model.into_optimized().map_err(|e| RunError::Unsupported(first_line(&e)))?;
+        let output_names = typed
+            .output_outlets()
+            .map_err(|e| RunError::Unsupported(first_line(&e)))?
+            .iter()
+            .map(|o| typed.outlet_label(*o).map(str::to_string).unwrap_or_else(|| typed.node(o.node).name.clone()))
+            .collect();
+        let plan = typed.into_runnable().map_err(|e| RunError::Unsupported(first_line(&e)))?;
+        Ok(Runner { plan, output_names })
+    }
+
+    pub fn from_model(model: &Model, inputs: &[Tensor]) -> Result<Runner, RunError> {
+        let bytes = export::to_bytes_inline(model)?;
+        Runner::from_bytes(&bytes, inputs)
+    }
+
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        let tv = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| to_tract(t).map(|t| t.into_tvalue()).map_err(|message| RunError::Input { name: format!("#{i}"), message }))
+            .collect::<Result<_, _>>()?;
+        let out = self.plan.run(tv).map_err(|e| RunError::Run(first_line(&e)))?;
+        out.iter().map(|t| from_tract(t).map_err(RunError::Run)).collect()
+    }
+}
+
+/// The whole error chain on one line.
+fn first_line(e: &impl std::fmt::Display) -> String {
+    format!("{e:#}").lines().next().unwrap_or("").to_string()
+}
+
+/// numpy-style `allclose` (`|a−b| ≤ atol + rtol·|b|`, NaN equal to NaN) on float tensors; exact
+/// equality on the others. `Err` describes the first difference.
+pub fn allclose(actual: &Tensor, expected: &Tensor, atol: f64, rtol: f64) -> Result<(), String> {
+    if actual.dtype != expected.dtype {
+        return Err(format!("dtype {} != expected {}", actual.dtype, expected.dtype));
+    }
+    if actual.dims != expected.dims {
+        return Err(format!("shape {:?} != expected {:?}", actual.dims, expected.dims));
+    }
+    if actual.dtype.is_float() {
+        let (a, b) = (actual.to_f32_vec().ok_or("undecodable")?, expected.to_f32_vec().ok_or("undecodable")?);
+        for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
+            let (x, y) = (x as f64, y as f64);
+            let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
+            if !ok {
+                return Err(format!("element {i}: {x} vs expected {y}"));
+            }
+        }
+        return Ok(());
+    }
+    if actual.same_values(expected) {
+        Ok(())
+    } else {
+        Err("values differ".into())
+    }
+}
