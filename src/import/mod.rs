@@ -575,3 +575,10 @@ pub(crate) fn type_of(t: onnx::TypeProto) -> Type {
     };
     Type { kind, denotation: t.denotation.unwrap_or_default() }
 }
+
+/// Decodes a serialized `TensorProto` (an ONNX test-data `input_K.pb`); external data is refused.
+pub fn tensor_from_bytes(bytes: Bytes) -> Result<Tensor, ImportError> {
+    let tp = onnx::TensorProto::decode(bytes).map_err(|e| ImportError::Decode(format!("TensorProto: {e}")))?;
+    let mut cx = Cx { ext: ExternalFiles::new(None), ir_version: i64::MAX };
+    cx.tensor(tp)
+}

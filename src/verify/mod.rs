@@ -84,6 +84,11 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor, String> {
 
 /// tract tensor → IR tensor.
 pub fn from_tract(t: &TTensor) -> Result<Tensor, String> {
+    if t.datum_type() == DatumType::TDim {
+        // Shape computations come out as symbolic-dim tensors; once run they are plain integers.
+        let t = t.cast_to::<i64>().map_err(|e| format!("{e:#}"))?;
+        return from_tract(&t);
+    }
     let dt = onnx_dtype(t.datum_type()).ok_or_else(|| format!("no ONNX type for tract {:?}", t.datum_type()))?;
     let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
     if dt == DataType::STRING {
