@@ -45,6 +45,8 @@ pub enum ExportError {
     TooLarge { size: u64 },
     #[error("cannot write '{path}': {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot create a file in '{dir}': {source}")]
+    CreateIn { dir: PathBuf, source: std::io::Error },
     #[error("tensor '{0}' holds strings and cannot be written as external data")]
     StringExternal(String),
 }
@@ -172,7 +174,7 @@ pub fn save(model: &Model, path: &Path, policy: DataPolicy) -> Result<Saved, Exp
         None
     } else {
         let data_path = dir.join(&location);
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(&data_path))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn { dir: dir.clone(), source: plain(source) })?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             data.write_to(&mut w).map_err(io(&data_path))?;
@@ -182,10 +184,15 @@ pub fn save(model: &Model, path: &Path, policy: DataPolicy) -> Result<Saved, Exp
         Some((data_path, data.len))
     };
     let bytes = proto.encode_to_vec();
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io(path))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn { dir: dir.clone(), source: plain(source) })?;
     tmp.write_all(&bytes).map_err(io(path))?;
     tmp.persist(path).map_err(|e| ExportError::Io { path: path.to_path_buf(), source: e.error })?;
     Ok(Saved { model_bytes: bytes.len() as u64, data_file, forced_external })
+}
+
+/// tempfile decorates errors with the random temp path; the user only needs the cause.
+fn plain(e: std::io::Error) -> std::io::Error {
+    std::io::Error::from(e.kind())
 }
 
 fn some(s: &str) -> Option<String> {

@@ -26,9 +26,9 @@ pub use external::ExternalFiles;
 pub enum ImportError {
     #[error("cannot read '{path}': {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("'{0}' is a directory, not an ONNX model file")]
+    #[error("is a directory, not an ONNX model file")]
     IsDirectory(PathBuf),
-    #[error("'{0}' is empty, not an ONNX model")]
+    #[error("the file is empty, not an ONNX model")]
     Empty(PathBuf),
     #[error("not an ONNX model (protobuf decoding failed: {0}); the file may be truncated or of another format")]
     Decode(String),
