@@ -108,12 +108,23 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Loads serialised ONNX bytes (inline tensors) with input facts taken from `inputs`.
+    /// Loads serialised ONNX bytes (inline tensors). Input facts are first fixed from `inputs`; if
+    /// tract then cannot reconcile them with shapes declared inside the model (a `value_info` naming
+    /// a symbolic batch, say), it is retried with the model's own, symbolic, input facts.
     pub fn from_bytes(bytes: &[u8], inputs: &[Tensor]) -> Result<Runner, RunError> {
+        match Runner::load(bytes, Some(inputs)) {
+            Err(RunError::Unsupported(first)) => {
+                Runner::load(bytes, None).map_err(|_| RunError::Unsupported(first))
+            }
+            other => other,
+        }
+    }
+
+    fn load(bytes: &[u8], inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| RunError::Load(first_line(&e)))?;
-        for (i, t) in inputs.iter().enumerate() {
+        for (i, t) in inputs.unwrap_or_default().iter().enumerate() {
             let dt = tract_dtype(t.dtype).ok_or_else(|| RunError::Input {
                 name: format!("#{i}"),
                 message: format!("tract has no {} tensors", t.dtype),
