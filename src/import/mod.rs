@@ -155,21 +155,26 @@ impl Cx {
     /// Imports a graph; returns it with the outer names it captures (in first-use order).
     fn graph(&mut self, gp: onnx::GraphProto, outer: Option<&Scope>) -> Result<(Graph, Vec<String>), ImportError> {
         let gname = gp.name.clone().unwrap_or_default();
-        let mut g = Graph::new(gname.clone());
+        let node_count = gp.input.len() + gp.initializer.len() + gp.sparse_initializer.len() + gp.node.len();
+        let edge_count: usize = gp.node.iter().map(|n| n.input.len()).sum();
+        let mut g = Graph::with_capacity(gname.clone(), node_count, edge_count);
         g.doc_string = gp.doc_string.unwrap_or_default();
         g.metadata_props = props(gp.metadata_props);
         g.quantization_annotation =
             gp.quantization_annotation.iter().map(|q| Bytes::from(q.encode_to_vec())).collect();
 
         // Every name this graph defines, so subgraphs can tell outer references from undefined ones.
+        // Only needed (and only built) when some node holds a subgraph.
         let mut defined: HashSet<String> = HashSet::new();
-        defined.extend(gp.input.iter().filter_map(|v| v.name.clone()));
-        defined.extend(gp.initializer.iter().filter_map(|t| t.name.clone()));
-        defined.extend(gp.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())));
-        defined.extend(gp.node.iter().flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()));
+        if gp.node.iter().any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())) {
+            defined.extend(gp.input.iter().filter_map(|v| v.name.clone()));
+            defined.extend(gp.initializer.iter().filter_map(|t| t.name.clone()));
+            defined.extend(gp.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())));
+            defined.extend(gp.node.iter().flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()));
+        }
         let scope = Scope { names: &defined, parent: outer };
 
-        let mut by_name: HashMap<String, ValueId> = HashMap::new();
+        let mut by_name: HashMap<String, ValueId> = HashMap::with_capacity(node_count * 2);
         let define = |g: &Graph, name: &str, v: ValueId, map: &mut HashMap<String, ValueId>| {
             let _ = g;
             if name.is_empty() {

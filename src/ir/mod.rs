@@ -19,9 +19,9 @@ pub use types::{Dim, ShapeDim, Type, TypeKind};
 
 use bytes::Bytes;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
-use petgraph::visit::EdgeRef;
+use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BinaryHeap;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -213,6 +213,11 @@ pub struct Graph {
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
         Graph { name: name.into(), ..Graph::default() }
+    }
+
+    /// An empty graph with room for `nodes` nodes and `edges` uses.
+    pub fn with_capacity(name: impl Into<String>, nodes: usize, edges: usize) -> Graph {
+        Graph { g: StableDiGraph::with_capacity(nodes, edges), name: name.into(), ..Graph::default() }
     }
 
     /// Adds a node; edges are derived from its inputs. Panics on a `ValueId` of another graph only
@@ -440,20 +445,20 @@ impl Graph {
     /// Nodes in a topological order: among ready nodes the lowest index goes first, so a graph that
     /// was already sorted keeps its order and the result is deterministic.
     pub fn topo_order(&self) -> Result<Vec<NodeId>, GraphError> {
-        let mut indegree: BTreeMap<NodeIndex, usize> = BTreeMap::new();
+        let mut indegree: Vec<usize> = vec![0; self.g.node_bound()];
         let mut ready = BinaryHeap::new();
         for i in self.g.node_indices() {
             let d = self.g.edges_directed(i, Direction::Incoming).count();
             if d == 0 {
                 ready.push(Reverse(i));
             }
-            indegree.insert(i, d);
+            indegree[i.index()] = d;
         }
         let mut order = Vec::with_capacity(self.g.node_count());
         while let Some(Reverse(i)) = ready.pop() {
             order.push(NodeId(i));
             for e in self.g.edges_directed(i, Direction::Outgoing) {
-                let d = indegree.get_mut(&e.target()).expect("edge target is a node");
+                let d = &mut indegree[e.target().index()];
                 *d -= 1;
                 if *d == 0 {
                     ready.push(Reverse(e.target()));
@@ -461,10 +466,11 @@ impl Graph {
             }
         }
         if order.len() != self.g.node_count() {
-            let stuck = indegree
-                .iter()
-                .find(|(_, &d)| d > 0)
-                .map(|(&i, _)| self.g[i].display_name().to_string())
+            let stuck = self
+                .g
+                .node_indices()
+                .find(|i| indegree[i.index()] > 0)
+                .map(|i| self.g[i].display_name().to_string())
                 .unwrap_or_default();
             return Err(GraphError::Cycle(stuck));
         }

@@ -44,10 +44,10 @@ fn norm(d: &str) -> String {
 
 /// Checks one graph and, recursively, its subgraphs. `names` maps each value name defined so far in
 /// this scope chain to its producer, to catch duplicates across scopes.
-pub fn validate_graph(
-    g: &Graph,
+pub fn validate_graph<'a>(
+    g: &'a Graph,
     domains: &HashSet<String>,
-    names: &mut std::collections::HashMap<String, String>,
+    names: &mut std::collections::HashMap<&'a str, &'a str>,
 ) -> Result<(), ValidateError> {
     for (id, n) in g.nodes() {
         for (slot, v) in n.inputs().iter().enumerate() {
@@ -94,9 +94,9 @@ pub fn validate_graph(
             if v.name.is_empty() {
                 continue;
             }
-            let who = if n.name.is_empty() { n.op_type().to_string() } else { n.name.clone() };
-            if let Some(first) = names.insert(v.name.clone(), who.clone()) {
-                return Err(ValidateError::DuplicateName { name: v.name.clone(), first, second: who });
+            let who = if n.name.is_empty() { n.op_type() } else { n.name.as_str() };
+            if let Some(first) = names.insert(v.name.as_str(), who) {
+                return Err(ValidateError::DuplicateName { name: v.name.clone(), first: first.into(), second: who.into() });
             }
         }
     }
