@@ -97,3 +97,59 @@ pub fn render_stats(path: &Path, s: &Stats) -> String {
     }
     o
 }
+
+/// Where samples come from, as the flags say.
+#[derive(Clone, Debug, Default)]
+pub struct SampleArgs {
+    pub inputs: Vec<std::path::PathBuf>,
+    pub random: Option<usize>,
+    pub seed: u64,
+    pub input_shapes: Vec<String>,
+    pub float_range: Option<(f64, f64)>,
+    pub int_range: Option<(i64, i64)>,
+}
+
+/// Parses `LO,HI`.
+pub fn parse_range<T: std::str::FromStr + PartialOrd>(s: &str) -> Result<(T, T), String> {
+    let (a, b) = s.split_once(',').ok_or_else(|| format!("'{s}': expected LO,HI"))?;
+    let lo = a.trim().parse::<T>().map_err(|_| format!("'{a}' is not a number"))?;
+    let hi = b.trim().parse::<T>().map_err(|_| format!("'{b}' is not a number"))?;
+    if !(lo < hi) {
+        return Err(format!("'{s}': LO must be below HI"));
+    }
+    Ok((lo, hi))
+}
+
+/// Builds the samples for `model`: from `--inputs` paths, else `--random N` (default `default_n`).
+pub fn samples(model: &Model, args: &SampleArgs, default_n: usize) -> Result<Vec<crate::inputs::Sample>> {
+    use crate::inputs;
+    let shapes = args.input_shapes.iter().map(|s| inputs::parse_shape_flag(s)).collect::<Result<Vec<_>, _>>()?;
+    let specs = inputs::specs(model, &shapes)?;
+    let outputs: Vec<(String, crate::ir::DataType)> = model
+        .graph
+        .outputs
+        .iter()
+        .map(|o| {
+            let dt = o.ty.as_ref().and_then(|t| t.as_tensor()).map(|(d, _)| d).unwrap_or(crate::ir::DataType::FLOAT);
+            (model.graph.value(o.value).name.clone(), dt)
+        })
+        .collect();
+    let mut all = Vec::new();
+    for p in &args.inputs {
+        all.extend(inputs::load(p, &specs, &outputs)?);
+    }
+    if args.inputs.is_empty() || args.random.is_some() {
+        let mut ranges = inputs::RandomRanges::default();
+        if let Some(f) = args.float_range {
+            ranges.float = f;
+        }
+        if let Some(i) = args.int_range {
+            ranges.int = i;
+        }
+        all.extend(inputs::random(&specs, args.random.unwrap_or(default_n), args.seed, ranges)?);
+    }
+    if all.is_empty() {
+        bail!(inputs::InputError::NoSamples);
+    }
+    Ok(all)
+}

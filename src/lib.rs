@@ -32,6 +32,7 @@ pub mod analysis;
 pub mod cli;
 pub mod export;
 pub mod import;
+pub mod inputs;
 pub mod ir;
 pub mod verify;
 

@@ -32,6 +32,96 @@ enum Command {
     /// Load and save a model without changing it: re-serialize, move weights to or from external data.
     #[command(after_help = "Examples:\n  onnxopt convert model.onnx -o copy.onnx\n  onnxopt convert model.onnx -o split.onnx --external-data --size-threshold 4096\n  onnxopt convert split.onnx -o whole.onnx --inline-data")]
     Convert(ConvertArgs),
+    /// Run two models in tract on the same samples and compare every output (or one model against
+    /// the expected outputs stored with the samples). Exit 0 within tolerance, 1 outside, 2 bad input.
+    #[command(after_help = "Examples:\n  onnxopt verify model.onnx optimized.onnx\n  onnxopt verify model.onnx optimized.onnx --inputs calib.npz --min-cosine 0.999 --json report.json\n  onnxopt verify model.onnx --inputs test_data_set_0\n  onnxopt verify a.onnx b.onnx --random 8 --seed 1 --input-shape x=1,3,224,224 --locate")]
+    Verify(VerifyArgs),
+    /// Measure tract latency (median, min, max); with two models, alternate runs and print the ratio.
+    #[command(after_help = "Examples:\n  onnxopt bench model.onnx --runs 50\n  onnxopt bench model.onnx optimized.onnx --input-shape x=1,3,224,224 --json")]
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct SampleFlags {
+    /// Sample inputs: .npz, .npy, a folder of NAME.npy, an ONNX test-data folder (input_K.pb), or a
+    /// folder of test_data_set_* folders. Repeatable.
+    #[arg(long = "inputs", value_name = "PATH")]
+    inputs: Vec<PathBuf>,
+    /// Add N seeded random samples from the declared shapes (the default when no --inputs is given).
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    /// Seed for --random.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fix an input's shape, e.g. x=1,3,224,224 (needed for symbolic dims with --random). Repeatable.
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shape: Vec<String>,
+    /// Range of random float inputs, LO,HI (default -1,1).
+    #[arg(long, value_name = "LO,HI", value_parser = cli::parse_range::<f64>)]
+    float_range: Option<(f64, f64)>,
+    /// Range of random integer inputs such as token ids, LO,HI with HI excluded (default 0,10).
+    #[arg(long, value_name = "LO,HI", value_parser = cli::parse_range::<i64>)]
+    int_range: Option<(i64, i64)>,
+}
+
+impl SampleFlags {
+    fn args(&self) -> cli::SampleArgs {
+        cli::SampleArgs {
+            inputs: self.inputs.clone(),
+            random: self.random,
+            seed: self.seed,
+            input_shapes: self.input_shape.clone(),
+            float_range: self.float_range,
+            int_range: self.int_range,
+        }
+    }
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The reference model.
+    reference: PathBuf,
+    /// The model to check against the reference; omit to compare REFERENCE with the expected
+    /// outputs stored beside the inputs.
+    candidate: Option<PathBuf>,
+    #[command(flatten)]
+    samples: SampleFlags,
+    /// Absolute tolerance: |a-b| <= atol + rtol*|b|.
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+    /// Relative tolerance.
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+    /// Pass when every output's cosine similarity is at least C (instead of atol/rtol).
+    #[arg(long, value_name = "C")]
+    min_cosine: Option<f64>,
+    /// Treat this output as class scores (top-1/top-5 agreement). Repeatable.
+    #[arg(long, value_name = "OUTPUT")]
+    classes: Vec<String>,
+    /// Write the report as JSON to FILE, or to stdout with -.
+    #[arg(long, value_name = "FILE|-")]
+    json: Option<String>,
+    /// On failure, name the first node whose output leaves the tolerance.
+    #[arg(long)]
+    locate: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    model: PathBuf,
+    /// A second model to compare with.
+    other: Option<PathBuf>,
+    #[command(flatten)]
+    samples: SampleFlags,
+    /// Timed runs per model.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Untimed warm-up runs per model.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -105,6 +195,53 @@ fn run(args: Cli) -> Result<ExitCode> {
                 None => println!("wrote {} ({} bytes)", a.output.display(), saved.model_bytes),
             }
         }
+        Command::Verify(a) => return verify(a),
+        Command::Bench(a) => {
+            let (m, _) = cli::load(&a.model)?;
+            let other = a.other.as_ref().map(|p| cli::load(p).map(|x| x.0)).transpose()?;
+            let samples = cli::samples(&m, &a.samples.args(), 1)?;
+            let mut models = vec![&m];
+            if let Some(o) = &other {
+                models.push(o);
+            }
+            let r = onnxopt::verify::bench::bench(&models, &samples[0].inputs, a.runs, a.warmup)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let names: Vec<String> =
+                    std::iter::once(&a.model).chain(a.other.iter()).map(|p| p.display().to_string()).collect();
+                let w = names.iter().map(|n| n.len()).max().unwrap_or(5);
+                println!("{:w$}  {:>10}  {:>10}  {:>10}  runs", "model", "median ms", "min ms", "max ms");
+                for (n, l) in names.iter().zip(&r.models) {
+                    println!("{n:w$}  {:>10.3}  {:>10.3}  {:>10.3}  {}", l.median_ms, l.min_ms, l.max_ms, l.runs);
+                }
+                if let Some(ratio) = r.ratio {
+                    println!("ratio (second / first median): {ratio:.3}");
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode> {
+    use onnxopt::verify::{compare_expected, compare_models, compare::render, CompareOptions, Tolerance};
+    let (reference, _) = cli::load(&a.reference)?;
+    let candidate = a.candidate.as_ref().map(|p| cli::load(p).map(|x| x.0)).transpose()?;
+    let samples = cli::samples(&reference, &a.samples.args(), 3)?;
+    let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: a.min_cosine };
+    let opts = CompareOptions { classes: a.classes.clone(), locate: a.locate };
+    let report = match &candidate {
+        Some(c) => compare_models(&reference, c, &samples, &tol, &opts)?,
+        None => compare_expected(&reference, &samples, &tol, &opts)?,
+    };
+    match a.json.as_deref() {
+        Some("-") => println!("{}", serde_json::to_string_pretty(&report)?),
+        Some(f) => {
+            std::fs::write(f, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{f}'"))?;
+            print!("{}", render(&report));
+        }
+        None => print!("{}", render(&report)),
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -3,6 +3,11 @@
 //! Models go to tract as in-memory bytes with every tensor inline (no temp files). Inputs are IR
 //! tensors; the input facts are fixed from them before optimisation so symbolic dims resolve.
 
+pub mod bench;
+pub mod compare;
+
+pub use compare::{compare_expected, compare_models, CompareOptions, Report, Tolerance};
+
 use crate::export;
 use crate::ir::{self, DataType, Model, Tensor};
 use tract_onnx::prelude::{
@@ -145,9 +150,15 @@ impl Runner {
         Ok(Runner { plan, output_names })
     }
 
+    /// Loads an IR model. When tract rejects a node, the error names it as the ONNX file does:
+    /// op type and node name.
     pub fn from_model(model: &Model, inputs: &[Tensor]) -> Result<Runner, RunError> {
         let bytes = export::to_bytes_inline(model)?;
-        Runner::from_bytes(&bytes, inputs)
+        Runner::from_bytes(&bytes, inputs).map_err(|e| match e {
+            RunError::Unsupported(m) => RunError::Unsupported(name_onnx_node(model, &m)),
+            RunError::Load(m) => RunError::Load(name_onnx_node(model, &m)),
+            other => other,
+        })
     }
 
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
@@ -158,6 +169,27 @@ impl Runner {
             .collect::<Result<_, _>>()?;
         let out = self.plan.run(tv).map_err(|e| RunError::Run(first_line(&e)))?;
         out.iter().map(|t| from_tract(t).map_err(RunError::Run)).collect()
+    }
+}
+
+/// tract reports `node #12 "label"` with its own numbering; prefix the ONNX op type and node name
+/// that the label belongs to, when one matches.
+fn name_onnx_node(model: &Model, message: &str) -> String {
+    let label = message.split('"').nth(1).unwrap_or("");
+    if label.is_empty() {
+        return message.to_string();
+    }
+    let mut found = None;
+    model.graph.visit_graphs(&mut |g| {
+        for (_, n, _) in g.ops() {
+            if found.is_none() && (n.name == label || n.outputs.iter().any(|v| v.name == label)) {
+                found = Some((n.op_type().to_string(), n.display_name().to_string()));
+            }
+        }
+    });
+    match found {
+        Some((op, name)) => format!("op {op} in ONNX node '{name}' is not supported by tract ({message})"),
+        None => message.to_string(),
     }
 }
 
