@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use libtest_mimic::{Arguments, Failed, Trial};
 use onnxopt::ir::{dump::dump_model, Model, TypeKind};
-use onnxopt::verify::{allclose, Runner};
+use onnxopt::verify::{allclose, compare_expected, CompareOptions, Runner, Tolerance};
 use onnxopt::{export, import};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,19 +57,6 @@ enum Outcome {
     TractUnsupported(String),
 }
 
-fn read_tensors(dir: &Path, prefix: &str) -> Result<Vec<onnxopt::ir::Tensor>, String> {
-    let mut out = Vec::new();
-    for k in 0.. {
-        let p = dir.join(format!("{prefix}_{k}.pb"));
-        if !p.exists() {
-            break;
-        }
-        let bytes = std::fs::read(&p).map_err(|e| e.to_string())?;
-        out.push(import::tensor_from_bytes(Bytes::from(bytes)).map_err(|e| format!("{}: {e}", p.display()))?);
-    }
-    Ok(out)
-}
-
 fn only_tensors(m: &Model) -> bool {
     let g = &m.graph;
     let input_ok = g.inputs().iter().all(|&i| {
@@ -100,37 +87,44 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
     if !only_tensors(&model) {
         return Ok(Outcome::TractUnsupported("sequence/optional/map inputs or outputs".into()));
     }
-    let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().starts_with("test_data_set_"))
+    // Samples through the same loader `onnxopt verify --inputs` uses.
+    let specs = onnxopt::inputs::specs(&model, &[]).map_err(|e| format!("input specs: {e}"))?;
+    let outputs: Vec<(String, onnxopt::ir::DataType)> = model
+        .graph
+        .outputs
+        .iter()
+        .map(|o| (model.graph.value(o.value).name.clone(), o.ty.as_ref().and_then(|t| t.as_tensor()).map(|t| t.0).unwrap()))
         .collect();
-    sets.sort();
-    for set in sets {
-        let inputs = read_tensors(&set, "input")?;
-        let expected = read_tensors(&set, "output")?;
-        let check = |outs: &[onnxopt::ir::Tensor]| -> Result<(), String> {
-            if outs.len() != expected.len() {
-                return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
-            }
-            for (k, (a, e)) in outs.iter().zip(&expected).enumerate() {
-                allclose(a, e, ATOL, RTOL).map_err(|m| format!("output {k}: {m}"))?;
-            }
-            Ok(())
-        };
+    let samples = match onnxopt::inputs::load(dir, &specs, &outputs) {
+        Ok(s) => s,
+        // A few cases store bfloat16 inputs as uint16 arrays; our loader insists on the declared type.
+        Err(e) => return Ok(Outcome::TractUnsupported(format!("test data does not match the declared inputs: {e}"))),
+    };
+    let tol = Tolerance { atol: ATOL, rtol: RTOL, min_cosine: None };
+    for sample in &samples {
+        let expected: Vec<&onnxopt::ir::Tensor> = outputs.iter().filter_map(|(n, _)| sample.expected.get(n)).collect();
         // The original model first: if tract cannot run it or gets it wrong, that is tract's limit.
-        let original = Runner::from_bytes(&original_bytes, &inputs)
-            .and_then(|r| r.run(&inputs))
+        let original = Runner::from_bytes(&original_bytes, &sample.inputs)
+            .and_then(|r| r.run(&sample.inputs))
             .map_err(|e| e.to_string())
-            .and_then(|outs| check(&outs));
+            .and_then(|outs| {
+                if outs.len() != expected.len() {
+                    return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
+                }
+                outs.iter().zip(&expected).enumerate().try_for_each(|(k, (a, e))| {
+                    allclose(a, e, ATOL, RTOL).map_err(|m| format!("output {k}: {m}"))
+                })
+            });
         if let Err(reason) = original {
             return Ok(Outcome::TractUnsupported(reason));
         }
-        let ours = Runner::from_bytes(&exported, &inputs)
-            .and_then(|r| r.run(&inputs))
-            .map_err(|e| format!("exported model fails in tract where the original runs: {e}"))?;
-        check(&ours).map_err(|m| format!("exported model differs from expected where the original matched: {m}"))?;
+    }
+    // Our model, through the verify API.
+    let report = compare_expected(&model, &samples, &tol, &CompareOptions::default())
+        .map_err(|e| format!("exported model fails in tract where the original runs: {e}"))?;
+    if !report.passed {
+        let bad: Vec<String> = report.outputs.iter().filter(|o| !o.passed).map(|o| format!("{}: {:?}", o.name, o.failure)).collect();
+        return Err(format!("exported model differs from expected where the original matched: {}", bad.join("; ")));
     }
     Ok(Outcome::Passed)
 }

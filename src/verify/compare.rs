@@ -165,7 +165,7 @@ fn accumulate(acc: &mut Acc, candidate: &Tensor, reference: &Tensor, tol: &Toler
         if y.abs() > 1e-6 {
             acc.max_rel = acc.max_rel.max(d / y.abs());
         }
-        let ok = if exact { d == 0.0 } else { d <= tol.atol + tol.rtol * y.abs() };
+        let ok = d == 0.0 || (!exact && d <= tol.atol + tol.rtol * y.abs());
         if !ok {
             acc.allclose_fail = true;
         }
@@ -467,4 +467,47 @@ pub fn render(report: &Report) -> String {
         writeln!(o, "first divergence: node '{}' ({}) output '{}', max_abs {:.3e}", l.node, l.op_type, l.value, l.max_abs).unwrap();
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(a: &[f32], b: &[f32], tol: &Tolerance) -> OutputReport {
+        let mut acc = Acc::new();
+        let n = a.len() as i64;
+        accumulate(&mut acc, &Tensor::from_f32(vec![n], a), &Tensor::from_f32(vec![n], b), tol, false);
+        finish("y", acc, tol)
+    }
+
+    #[test]
+    fn nan_and_inf_equal_themselves() {
+        let r = run(&[f32::NAN, f32::INFINITY, 1.0], &[f32::NAN, f32::INFINITY, 1.0], &Tolerance::default());
+        assert!(r.passed, "{:?}", r.failure);
+        let r = run(&[f32::NAN, 1.0], &[0.0, 1.0], &Tolerance::default());
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn allclose_and_cosine_rules() {
+        let tol = Tolerance { atol: 1e-3, rtol: 0.0, min_cosine: None };
+        assert!(run(&[1.0005, 2.0], &[1.0, 2.0], &tol).passed);
+        let r = run(&[1.01, 2.0], &[1.0, 2.0], &tol);
+        assert!(!r.passed);
+        assert!((r.max_abs - 0.01).abs() < 1e-6);
+        let cos = Tolerance { min_cosine: Some(0.99), ..tol };
+        assert!(run(&[1.01, 2.0], &[1.0, 2.0], &cos).passed);
+        assert!(!run(&[-1.0, 2.0], &[1.0, 2.0], &cos).passed);
+    }
+
+    #[test]
+    fn top_k_agreement() {
+        let mut acc = Acc::new();
+        let a = Tensor::from_f32(vec![2, 3], &[0.1, 0.9, 0.0, 0.5, 0.2, 0.3]);
+        let b = Tensor::from_f32(vec![2, 3], &[0.1, 0.8, 0.0, 0.2, 0.5, 0.3]);
+        accumulate(&mut acc, &a, &b, &Tolerance::default(), true);
+        let r = finish("y", acc, &Tolerance::default());
+        assert_eq!(r.top1_agreement, Some(0.5));
+        assert_eq!(r.top5_agreement, Some(1.0));
+    }
 }
