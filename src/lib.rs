@@ -26,7 +26,12 @@
 //! - [`ir`]: the graph, tensors, types, attributes, validation, text dump.
 //! - [`export`]: IR → bytes / files (deterministic order, external data, atomic writes).
 //! - [`analysis`]: read-only facts (statistics for `inspect`, MAC estimates).
-//! - [`verify`]: running models in tract and comparing outputs.
+//! - [`inputs`]: sample inputs (.npz, .npy folders, ONNX test-data folders, seeded random).
+//! - [`verify`]: running models in tract, comparing outputs (`compare`), latency (`bench`).
+//! - [`cli`]: the testable parts of the command line (loading with context, rendering).
+//!
+//! Errors are `thiserror` enums per stage that name the node, value or input as the user knows
+//! it; `anyhow` appears only in `cli` and `main.rs`.
 
 pub mod analysis;
 pub mod cli;

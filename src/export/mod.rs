@@ -146,19 +146,25 @@ pub struct Saved {
 
 /// Writes `model` to `path` (and `<path>.data` when tensors go external), atomically.
 pub fn save(model: &Model, path: &Path, policy: DataPolicy) -> Result<Saved, ExportError> {
+    save_with_limit(model, path, policy, PROTOBUF_LIMIT)
+}
+
+/// [`save`] with the protobuf size limit as a parameter, so the automatic switch to external data
+/// can be tested without writing 2 GiB.
+fn save_with_limit(model: &Model, path: &Path, policy: DataPolicy, limit: u64) -> Result<Saved, ExportError> {
     let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
     let location = format!("{file_name}.data");
     let mut data = DataFile { location: location.clone(), ..DataFile::default() };
     let mut proto = to_proto(model, policy, &mut data)?;
     let mut forced_external = false;
-    if proto.encoded_len() as u64 > PROTOBUF_LIMIT {
+    if proto.encoded_len() as u64 > limit {
         if policy == DataPolicy::Inline {
             return Err(ExportError::TooLarge { size: proto.encoded_len() as u64 });
         }
         data = DataFile { location: location.clone(), ..DataFile::default() };
         proto = to_proto(model, DataPolicy::External { threshold: DEFAULT_EXTERNAL_THRESHOLD }, &mut data)?;
         forced_external = true;
-        if proto.encoded_len() as u64 > PROTOBUF_LIMIT {
+        if proto.encoded_len() as u64 > limit {
             return Err(ExportError::TooLarge { size: proto.encoded_len() as u64 });
         }
     }
@@ -483,5 +489,47 @@ impl Cx<'_> {
             TensorData::Strings(v) => tp.string_data = v.clone(),
         }
         Ok(tp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Graph, GraphOutput, Node, NodeKind, Op, Value, ValueId};
+    use std::sync::Arc;
+
+    fn model_with_weight(n: usize) -> Model {
+        let mut g = Graph::new("g");
+        let w = Tensor::from_f32(vec![n as i64], &vec![0.5; n]);
+        let wid = g.add_node(Node::new("", NodeKind::Initializer(Const::Dense(Arc::new(w))), vec![], vec![Value::named("w")]));
+        let r = g.add_node(Node::new(
+            "relu",
+            NodeKind::Op(Op::new("Relu")),
+            vec![Some(ValueId { node: wid, output: 0 })],
+            vec![Value::named("y")],
+        ));
+        g.outputs.push(GraphOutput { value: ValueId { node: r, output: 0 }, ty: None, doc_string: String::new(), metadata_props: vec![] });
+        Model { ir_version: 8, opset_imports: vec![(String::new(), 17)], graph: g, ..Model::default() }
+    }
+
+    #[test]
+    fn over_the_limit_goes_external_automatically() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = model_with_weight(10_000);
+        let out = dir.path().join("m.onnx");
+        let saved = save_with_limit(&m, &out, DataPolicy::Keep, 20_000).unwrap();
+        assert!(saved.forced_external);
+        let (data, len) = saved.data_file.unwrap();
+        assert_eq!(len, 40_000);
+        assert_eq!(data.file_name().unwrap(), "m.onnx.data");
+        assert!(saved.model_bytes < 1_000);
+        let back = crate::import::load(&out).unwrap();
+        let w = back.graph.find_value("w").unwrap();
+        assert_eq!(back.graph.constant(w).unwrap().to_f32_vec().unwrap(), vec![0.5; 10_000]);
+        // Demanding inline data over the limit is an error, and nothing is written.
+        let out2 = dir.path().join("inline.onnx");
+        let e = save_with_limit(&m, &out2, DataPolicy::Inline, 20_000).unwrap_err();
+        assert!(e.to_string().contains("2 GiB"), "{e}");
+        assert!(!out2.exists());
     }
 }

@@ -416,6 +416,26 @@ fn read_npy_file(path: &Path, dtype: DataType, name: &str) -> Result<Tensor, Inp
     })
 }
 
+/// Expands `$rd!(T)` for the Rust element type of each readable ONNX dtype.
+macro_rules! by_dtype {
+    ($dt:expr, $rd:ident, $what:literal) => {
+        match $dt {
+            DataType::FLOAT => $rd!(f32),
+            DataType::DOUBLE => $rd!(f64),
+            DataType::INT8 => $rd!(i8),
+            DataType::UINT8 => $rd!(u8),
+            DataType::INT16 => $rd!(i16),
+            DataType::UINT16 => $rd!(u16),
+            DataType::INT32 => $rd!(i32),
+            DataType::UINT32 => $rd!(u32),
+            DataType::INT64 => $rd!(i64),
+            DataType::UINT64 => $rd!(u64),
+            DataType::BOOL => $rd!(bool),
+            other => Err(format!("{other} arrays cannot be read from {}", $what)),
+        }
+    };
+}
+
 fn read_dispatch(dt: DataType, f: File) -> Result<(Vec<i64>, Vec<u8>), String> {
     use ndarray_npy::ReadNpyExt;
     macro_rules! rd {
@@ -423,25 +443,7 @@ fn read_dispatch(dt: DataType, f: File) -> Result<(Vec<i64>, Vec<u8>), String> {
             ArrayD::<$t>::read_npy(f).map(to_tensor_bytes).map_err(|e| e.to_string())
         };
     }
-    match dt {
-        DataType::FLOAT => rd!(f32),
-        DataType::DOUBLE => rd!(f64),
-        DataType::INT8 => rd!(i8),
-        DataType::UINT8 => rd!(u8),
-        DataType::INT16 => rd!(i16),
-        DataType::UINT16 => rd!(u16),
-        DataType::INT32 => rd!(i32),
-        DataType::UINT32 => rd!(u32),
-        DataType::INT64 => rd!(i64),
-        DataType::UINT64 => rd!(u64),
-        DataType::BOOL => ArrayD::<bool>::read_npy(f)
-            .map(|a| {
-                let dims = a.shape().iter().map(|&d| d as i64).collect();
-                (dims, a.iter().map(|&b| b as u8).collect())
-            })
-            .map_err(|e| e.to_string()),
-        other => Err(format!("{other} arrays cannot be read from .npy")),
-    }
+    by_dtype!(dt, rd, ".npy")
 }
 
 fn read_npz_array(npz: &mut ndarray_npy::NpzReader<File>, name: &str, dt: DataType) -> Result<(Vec<i64>, Vec<u8>), String> {
@@ -450,26 +452,7 @@ fn read_npz_array(npz: &mut ndarray_npy::NpzReader<File>, name: &str, dt: DataTy
             npz.by_name::<OwnedRepr<$t>, IxDyn>(name).map(to_tensor_bytes).map_err(|e| e.to_string())
         };
     }
-    match dt {
-        DataType::FLOAT => rd!(f32),
-        DataType::DOUBLE => rd!(f64),
-        DataType::INT8 => rd!(i8),
-        DataType::UINT8 => rd!(u8),
-        DataType::INT16 => rd!(i16),
-        DataType::UINT16 => rd!(u16),
-        DataType::INT32 => rd!(i32),
-        DataType::UINT32 => rd!(u32),
-        DataType::INT64 => rd!(i64),
-        DataType::UINT64 => rd!(u64),
-        DataType::BOOL => npz
-            .by_name::<OwnedRepr<bool>, IxDyn>(name)
-            .map(|a| {
-                let dims = a.shape().iter().map(|&d| d as i64).collect();
-                (dims, a.iter().map(|&b| b as u8).collect())
-            })
-            .map_err(|e| e.to_string()),
-        other => Err(format!("{other} arrays cannot be read from .npz")),
-    }
+    by_dtype!(dt, rd, ".npz")
 }
 
 /// Reads with the expected dtype; a dtype mismatch becomes an error naming the input.
@@ -492,6 +475,12 @@ macro_rules! le_impl {
     ($($t:ty),*) => { $(impl LeBytes for $t { fn le(&self, out: &mut Vec<u8>) { out.extend_from_slice(&self.to_le_bytes()) } })* };
 }
 le_impl!(f32, f64, i8, u8, i16, u16, i32, u32, i64, u64);
+
+impl LeBytes for bool {
+    fn le(&self, out: &mut Vec<u8>) {
+        out.push(*self as u8)
+    }
+}
 
 fn to_tensor_bytes<T: LeBytes>(a: ArrayD<T>) -> (Vec<i64>, Vec<u8>) {
     let dims = a.shape().iter().map(|&d| d as i64).collect();
