@@ -39,6 +39,52 @@ enum Command {
     /// Measure tract latency (median, min, max); with two models, alternate runs and print the ratio.
     #[command(after_help = "Examples:\n  onnxopt bench model.onnx --runs 50\n  onnxopt bench model.onnx optimized.onnx --input-shape x=1,3,224,224 --json")]
     Bench(BenchArgs),
+    /// Lossless optimization: the pass pipeline to a fixed point, then a check in tract against the
+    /// original (exit 1 and nothing written when outputs moved, naming the pass that broke them).
+    #[command(after_help = "Examples:\n  onnxopt optimize model.onnx -o model.opt.onnx\n  onnxopt optimize model.onnx -o out.onnx --input-shape x=1,3,224,224 --stats\n  onnxopt optimize model.onnx -o out.onnx --skip fuse-bias --report report.json\n  onnxopt optimize model.onnx -o out.onnx --passes fold-constants,eliminate-dead-code --no-check")]
+    Optimize(OptimizeArgs),
+    /// List every pass with its summary.
+    Passes,
+}
+
+#[derive(Args)]
+struct OptimizeArgs {
+    model: PathBuf,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Run only these passes, comma-separated, in this order.
+    #[arg(long, value_delimiter = ',', conflicts_with = "skip")]
+    passes: Option<Vec<String>>,
+    /// Leave these passes out, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    #[command(flatten)]
+    samples: SampleFlags,
+    /// Check on N seeded random samples (used when no --inputs are given).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    check: usize,
+    /// Skip the equivalence check.
+    #[arg(long)]
+    no_check: bool,
+    #[arg(long, default_value_t = 1e-5)]
+    atol: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    rtol: f64,
+    /// Write the optimization report (JSON).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print per-pass statistics.
+    #[arg(long)]
+    stats: bool,
+    /// Write the output even when the check fails.
+    #[arg(long)]
+    force: bool,
+    /// Validate the IR after every pass.
+    #[arg(long)]
+    validate_each: bool,
+    /// Allow OUT to be the input file itself.
+    #[arg(long)]
+    in_place: bool,
 }
 
 #[derive(Args)]
@@ -196,6 +242,13 @@ fn run(args: Cli) -> Result<ExitCode> {
             }
         }
         Command::Verify(a) => return verify(a),
+        Command::Optimize(a) => return optimize(a),
+        Command::Passes => {
+            let w = onnxopt::passes::PASSES.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in onnxopt::passes::PASSES {
+                println!("{:w$}  {}", p.name, p.summary);
+            }
+        }
         Command::Bench(a) => {
             let (m, _) = cli::load(&a.model)?;
             let other = a.other.as_ref().map(|p| cli::load(p).map(|x| x.0)).transpose()?;
@@ -244,4 +297,89 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         None => print!("{}", render(&report)),
     }
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
+    use onnxopt::optimize::{check, run_passes, OptimizeOptions};
+    use onnxopt::verify::Tolerance;
+    cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
+    let (original, _) = cli::load(&a.model)?;
+    let input_shapes = a
+        .samples
+        .input_shape
+        .iter()
+        .map(|s| onnxopt::inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let opts = OptimizeOptions {
+        passes: a.passes.clone(),
+        skip: a.skip.clone(),
+        input_shapes: input_shapes.clone(),
+        validate_each: a.validate_each,
+    };
+    let (optimized, pm, mut report) = run_passes(&original, &opts)?;
+    let mut passed = true;
+    if !a.no_check {
+        let mut sargs = a.samples.args();
+        if sargs.random.is_none() && sargs.inputs.is_empty() {
+            sargs.random = Some(a.check);
+        }
+        let samples = cli::samples(&original, &sargs, a.check)
+            .context("the equivalence check needs samples (or pass --no-check)")?;
+        let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: None };
+        let (r, culprit) = check(&original, &optimized, &pm, &samples, &tol, &input_shapes)?;
+        passed = r.passed;
+        if !passed {
+            for o in r.outputs.iter().filter(|o| !o.passed) {
+                eprintln!("check failed: output '{}': {}", o.name, o.failure.clone().unwrap_or_default());
+            }
+            if let Some(c) = &culprit {
+                eprintln!("check failed: pass '{c}' is the first to change the outputs (skip it with --skip {c})");
+            }
+        }
+        report.check = Some(r);
+        report.culprit = culprit;
+    }
+    println!(
+        "nodes {} -> {}   parameter bytes {} -> {}   ({:.1} ms)",
+        report.before.nodes,
+        report.after.nodes,
+        cli::human_bytes(report.before.param_bytes as u64),
+        cli::human_bytes(report.after.param_bytes as u64),
+        report.optimize_ms
+    );
+    if a.stats {
+        println!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9}", "pass", "runs", "changed", "removed", "bytes delta", "ms");
+        for s in &report.passes {
+            println!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9.2}", s.name, s.runs, s.changed, s.nodes_removed, s.bytes_delta, s.ms);
+        }
+        for (p, why) in report.declined.iter().take(20) {
+            println!("declined by {p}: {why}");
+        }
+        if report.declined.len() > 20 {
+            println!("... {} more declined rewrites (see --report)", report.declined.len() - 20);
+        }
+    }
+    if let Some(c) = &report.check {
+        if c.passed {
+            let worst = c.outputs.iter().map(|o| o.max_abs).fold(0.0f64, f64::max);
+            println!("check: {} sample(s), outputs within tolerance (max_abs {worst:.3e})", c.samples);
+        }
+    }
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{}'", path.display()))?;
+    }
+    if !passed && !a.force {
+        eprintln!("nothing written (use --force to write anyway)");
+        return Ok(ExitCode::from(1));
+    }
+    let saved = onnxopt::export::save(&optimized, &a.output, DataPolicy::Keep)
+        .with_context(|| format!("writing '{}'", a.output.display()))?;
+    let input_bytes = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} bytes; input {} bytes)",
+        a.output.display(),
+        saved.model_bytes + saved.data_file.as_ref().map(|d| d.1).unwrap_or(0),
+        input_bytes
+    );
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -119,6 +119,20 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
             return Ok(Outcome::TractUnsupported(reason));
         }
     }
+    // The optimized model must still match, and optimizing it again must change nothing.
+    let opts = onnxopt::optimize::OptimizeOptions { validate_each: true, ..Default::default() };
+    let (optimized, _, _) = onnxopt::optimize::run_passes(&model, &opts).map_err(|e| format!("optimize failed: {e:#}"))?;
+    let report = compare_expected(&optimized, &samples, &tol, &CompareOptions::default())
+        .map_err(|e| format!("optimized model fails in tract where the original runs: {e}"))?;
+    if !report.passed {
+        let bad: Vec<String> = report.outputs.iter().filter(|o| !o.passed).map(|o| format!("{}: {:?}", o.name, o.failure)).collect();
+        return Err(format!("optimized model differs from expected: {}", bad.join("; ")));
+    }
+    let (again, pm, _) = onnxopt::optimize::run_passes(&optimized, &opts).map_err(|e| format!("re-optimize failed: {e:#}"))?;
+    if let Some((pass, _)) = pm.trace.iter().find(|(_, changed)| *changed) {
+        return Err(format!("not idempotent: {pass} changed the optimized model"));
+    }
+    let _ = again;
     // Our model, through the verify API.
     let report = compare_expected(&model, &samples, &tol, &CompareOptions::default())
         .map_err(|e| format!("exported model fails in tract where the original runs: {e}"))?;

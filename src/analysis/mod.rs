@@ -1,3 +1,4 @@
 //! Read-only facts about a model.
 
+pub mod shapes;
 pub mod stats;

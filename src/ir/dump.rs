@@ -90,6 +90,13 @@ fn attr_str(a: &Attribute, depth: usize, out: &mut String) -> String {
     s
 }
 
+/// A string that is equal for equal attributes (subgraphs included), for comparing nodes.
+pub fn attr_key(a: &Attribute) -> String {
+    let mut sub = String::new();
+    let s = attr_str(a, 0, &mut sub);
+    s + &sub
+}
+
 pub fn dump_graph(g: &Graph, depth: usize, out: &mut String) {
     let pad = " ".repeat(depth);
     writeln!(out, "{pad}graph {:?} doc={:?}", g.name, g.doc_string).unwrap();

@@ -1,0 +1,46 @@
+//! `dedupe-initializers`: initializers with the same dtype, shape and bytes become one; every use
+//! of the duplicates moves to the first (in node order). Declines initializers that are graph
+//! outputs (their names are interface) and graph-input defaults (they can be overridden). Only the
+//! main graph: subgraph initializers are few and local.
+
+use super::{Changed, Pass, PassContext, PassError};
+use crate::ir::{dump::tensor_hash, Const, Model, NodeKind, ValueId};
+use std::collections::HashMap;
+
+pub struct DedupeInitializers;
+
+impl Pass for DedupeInitializers {
+    fn name(&self) -> &'static str {
+        "dedupe-initializers"
+    }
+
+    fn run(&self, model: &mut Model, _cx: &mut PassContext) -> Result<Changed, PassError> {
+        let g = &mut model.graph;
+        let mut first: HashMap<(i32, Vec<i64>, u64), Vec<ValueId>> = HashMap::new();
+        let mut merges = Vec::new();
+        for (id, n) in g.nodes() {
+            let NodeKind::Initializer(Const::Dense(t)) = &n.kind else { continue };
+            let v = ValueId { node: id, output: 0 };
+            if g.is_graph_output(v) {
+                continue;
+            }
+            let key = (t.dtype.0, t.dims.clone(), tensor_hash(t));
+            let seen = first.entry(key).or_default();
+            // A hash match is confirmed byte for byte before merging.
+            match seen.iter().find(|&&s| g.constant(s).is_some_and(|st| st.same_values(t))) {
+                Some(&keep) => merges.push((v, keep)),
+                None => seen.push(v),
+            }
+        }
+        let changed = !merges.is_empty();
+        for (dup, keep) in merges {
+            if g.uses(dup).iter().any(|(_, slot)| slot.is_none()) {
+                // Read by name from a subgraph: renaming would break the capture.
+                continue;
+            }
+            g.replace_all_uses(dup, keep, false);
+            let _ = g.remove_node(dup.node);
+        }
+        Ok(changed)
+    }
+}

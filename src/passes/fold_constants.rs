@@ -1,0 +1,313 @@
+//! `fold-constants`: computes constant parts of the main graph once, at optimisation time.
+//!
+//! 1. `Constant` nodes become initializers (same value, one node fewer).
+//! 2. `Shape(x)` and `Size(x)` become constants when x's shape is static (from
+//!    `analysis::shapes`, with `--input-shape` fixing symbolic dims); this is what unlocks shape
+//!    sub-graphs such as `Shape→Gather→Unsqueeze→Concat→Reshape`.
+//! 3. Every operator whose inputs are all constant joins a constant region. The whole region is
+//!    evaluated in tract in one run (a small model whose outputs are the region's boundary values);
+//!    no kernel is written by hand. If tract rejects a node, that node is left out and the run is
+//!    retried, up to [`MAX_RETRIES`] times.
+//!
+//! Declines: non-deterministic ops (Random*, Multinomial, Bernoulli), ops outside the default
+//! domain, nodes holding subgraphs, graph inputs that have an initializer (overridable, so not
+//! constant), and any folded value over the size guard ([`fits_budget`]): a value is folded only if
+//! it is at most [`SMALL_VALUE_BYTES`] or no larger than the constant inputs it makes dead. So
+//! `ConstantOfShape` of a big shape, `Expand`/`Tile` of a scalar and the like stay as they are, and
+//! folding never grows the model. Subgraphs are left alone (their values may depend on the
+//! enclosing scope at run time).
+
+use super::common_subexpression::NONDETERMINISTIC;
+use super::{util, Changed, Pass, PassContext, PassError};
+use crate::analysis::shapes;
+use crate::ir::{
+    AttrValue, Const, DataType, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Tensor, TensorData, ValueId,
+};
+use crate::verify::Runner;
+use std::collections::{HashMap, HashSet};
+
+pub struct FoldConstants;
+
+/// Values up to this size are always worth folding: shapes, axes, scalars (1 KiB is 128 int64s).
+pub const SMALL_VALUE_BYTES: usize = 1024;
+
+/// How many nodes tract may reject before a round gives up on the remaining region.
+pub const MAX_RETRIES: usize = 8;
+
+/// The tensor a `Constant` node produces, for every `value*` attribute form.
+fn constant_value(n: &Node) -> Option<Tensor> {
+    let op = n.op()?;
+    let a = op.attributes.first()?;
+    if op.attributes.len() != 1 {
+        return None;
+    }
+    let bytes_of = |v: &[Vec<u8>]| v.iter().map(|b| bytes::Bytes::from(b.clone())).collect::<Vec<_>>();
+    let _ = bytes_of;
+    Some(match (a.name.as_str(), &a.value) {
+        ("value", AttrValue::Tensor(t)) => t.clone(),
+        ("value_float", AttrValue::Float(f)) => Tensor::from_f32(vec![], &[*f]),
+        ("value_floats", AttrValue::Floats(v)) => Tensor::from_f32(vec![v.len() as i64], v),
+        ("value_int", AttrValue::Int(i)) => Tensor::from_i64(vec![], &[*i]),
+        ("value_ints", AttrValue::Ints(v)) => Tensor::from_i64(vec![v.len() as i64], v),
+        ("value_string", AttrValue::String(s)) => {
+            let mut t = Tensor::from_raw(DataType::STRING, vec![], Vec::new());
+            t.data = TensorData::Strings(vec![s.clone()]);
+            t
+        }
+        ("value_strings", AttrValue::Strings(v)) => {
+            let mut t = Tensor::from_raw(DataType::STRING, vec![v.len() as i64], Vec::new());
+            t.data = TensorData::Strings(v.clone());
+            t
+        }
+        _ => return None,
+    })
+}
+
+/// Size guard: fold `value_bytes` if small, or if it does not exceed what it frees.
+pub fn fits_budget(value_bytes: usize, freed_bytes: usize) -> bool {
+    value_bytes <= SMALL_VALUE_BYTES || value_bytes <= freed_bytes
+}
+
+fn is_const(g: &Graph, v: ValueId) -> bool {
+    matches!(g.node(v.node).kind, NodeKind::Initializer(Const::Dense(_))) || g.constant(v).is_some()
+}
+
+/// Step 1: Constant nodes → initializers.
+fn constants_to_initializers(g: &mut Graph) -> bool {
+    let mut changed = false;
+    let ids: Vec<NodeId> = g
+        .ops()
+        .filter(|(_, _, op)| op.op_type == "Constant" && op.is_default_domain())
+        .map(|(id, _, _)| id)
+        .collect();
+    for id in ids {
+        let out = ValueId { node: id, output: 0 };
+        if g.uses(out).iter().any(|(_, s)| s.is_none()) {
+            continue;
+        }
+        let Some(t) = constant_value(g.node(id)) else { continue };
+        let name = g.value(out).name.clone();
+        let ty = g.value(out).ty.clone();
+        g.value_mut(out).name = format!("{name}__constant_node");
+        let new = util::add_initializer(g, &name, t);
+        g.value_mut(new).ty = ty;
+        g.replace_all_uses(out, new, true);
+        let _ = g.remove_node(id);
+        changed = true;
+    }
+    changed
+}
+
+/// Step 2: Shape/Size of statically shaped values → constants.
+fn fold_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut HashSet<String>) -> bool {
+    let mut changed = false;
+    let targets: Vec<(NodeId, Vec<i64>, bool, i64, Option<i64>)> = g
+        .ops()
+        .filter(|(_, _, op)| op.is_default_domain() && (op.op_type == "Shape" || op.op_type == "Size"))
+        .filter_map(|(id, n, op)| {
+            let x = n.inputs().first().copied().flatten()?;
+            let dims = match g.constant(x) {
+                Some(t) => t.dims.clone(),
+                None => facts.get(&g.value(x).name)?.dims.clone()?,
+            };
+            let start = util::attr_int(n, "start", 0);
+            let end = op.attr("end").and_then(|a| a.as_int());
+            Some((id, dims, op.op_type == "Size", start, end))
+        })
+        .collect();
+    for (id, dims, size, start, end) in targets {
+        let out = ValueId { node: id, output: 0 };
+        if g.uses(out).iter().any(|(_, s)| s.is_none()) {
+            continue;
+        }
+        let t = if size {
+            Tensor::from_i64(vec![], &[dims.iter().product()])
+        } else {
+            let r = dims.len() as i64;
+            let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (s, e) = (clamp(start), clamp(end.unwrap_or(r)));
+            let part: Vec<i64> = if s < e { dims[s..e].to_vec() } else { vec![] };
+            Tensor::from_i64(vec![part.len() as i64], &part)
+        };
+        util::replace_with_constant(g, names, out, t);
+        changed = true;
+    }
+    changed
+}
+
+/// The foldable operator nodes, in topological order.
+fn region(g: &Graph, excluded: &HashSet<NodeId>) -> Vec<NodeId> {
+    let Ok(order) = g.topo_order() else { return vec![] };
+    let mut foldable: HashSet<NodeId> = HashSet::new();
+    let mut out = Vec::new();
+    for id in order {
+        let n = g.node(id);
+        let Some(op) = n.op() else { continue };
+        if op.op_type == "Constant"
+            || !op.is_default_domain()
+            || NONDETERMINISTIC.contains(&op.op_type.as_str())
+            || n.subgraphs().next().is_some()
+            || excluded.contains(&id)
+            || n.inputs().iter().all(Option::is_none)
+        {
+            continue;
+        }
+        let all_const = n.inputs().iter().flatten().all(|v| foldable.contains(&v.node) || is_const(g, *v));
+        if all_const {
+            foldable.insert(id);
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// Builds a standalone model computing the region's boundary values.
+fn region_model(model: &Model, nodes: &[NodeId], boundary: &[ValueId]) -> Model {
+    let g = &model.graph;
+    let mut sub = Graph::new("fold");
+    let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+    let import = |sub: &mut Graph, map: &mut HashMap<ValueId, ValueId>, v: ValueId| -> ValueId {
+        if let Some(&m) = map.get(&v) {
+            return m;
+        }
+        let src = g.node(v.node);
+        let mut n = Node::new(src.name.clone(), src.kind.clone(), vec![], src.outputs.clone());
+        if let NodeKind::Op(_) = src.kind {
+            // A Constant op: copy as is.
+        }
+        n.outputs.iter_mut().for_each(|o| o.ty = None);
+        let id = sub.add_node(n);
+        for k in 0..src.outputs.len() {
+            map.insert(ValueId { node: v.node, output: k }, ValueId { node: id, output: k });
+        }
+        map[&v]
+    };
+    for &id in nodes {
+        let src = g.node(id);
+        let inputs: Vec<Option<ValueId>> =
+            src.inputs().iter().map(|v| v.map(|v| import(&mut sub, &mut map, v))).collect();
+        let mut n = Node::new(src.name.clone(), src.kind.clone(), inputs, src.outputs.clone());
+        n.outputs.iter_mut().for_each(|o| o.ty = None);
+        let nid = sub.add_node(n);
+        for k in 0..src.outputs.len() {
+            map.insert(ValueId { node: id, output: k }, ValueId { node: nid, output: k });
+        }
+    }
+    for v in boundary {
+        sub.outputs.push(GraphOutput { value: map[v], ty: None, doc_string: String::new(), metadata_props: vec![] });
+    }
+    Model {
+        ir_version: model.ir_version.max(7),
+        opset_imports: model.opset_imports.clone(),
+        graph: sub,
+        ..Model::default()
+    }
+}
+
+fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<String>) -> Result<bool, PassError> {
+    let mut excluded: HashSet<NodeId> = HashSet::new();
+    for _ in 0..=MAX_RETRIES {
+        let g = &model.graph;
+        let nodes = region(g, &excluded);
+        if nodes.is_empty() {
+            return Ok(false);
+        }
+        let set: HashSet<NodeId> = nodes.iter().copied().collect();
+        let mut boundary = Vec::new();
+        for &id in &nodes {
+            for k in 0..g.node(id).outputs.len() {
+                let v = ValueId { node: id, output: k };
+                if g.value(v).name.is_empty() {
+                    continue;
+                }
+                let external_use = g.is_graph_output(v) || g.uses(v).iter().any(|(c, slot)| slot.is_none() || !set.contains(c));
+                if external_use {
+                    boundary.push(v);
+                }
+            }
+        }
+        if boundary.is_empty() {
+            return Ok(false);
+        }
+        let sub = region_model(model, &nodes, &boundary);
+        let result = Runner::from_model(&sub, &[]).and_then(|r| r.run(&[]));
+        let values = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // Leave out the node tract names, and everything that depends on it, then retry.
+                let msg = e.to_string();
+                let culprit = nodes.iter().copied().find(|&id| {
+                    let n = g.node(id);
+                    (!n.name.is_empty() && msg.contains(&format!("'{}'", n.name)))
+                        || n.outputs.iter().any(|o| !o.name.is_empty() && msg.contains(&format!("\"{}\"", o.name)))
+                });
+                match culprit {
+                    Some(id) => {
+                        cx.skip(format!("{} '{}': tract cannot evaluate it ({msg})", g.node(id).op_type(), g.node(id).display_name()));
+                        excluded.insert(id);
+                        continue;
+                    }
+                    None => {
+                        cx.skip(format!("constant region of {} nodes not folded: {msg}", nodes.len()));
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        // Bytes of constant leaves that only the region reads: freed once it is folded.
+        let mut freed = 0usize;
+        let mut leaves: HashSet<NodeId> = HashSet::new();
+        for &id in &nodes {
+            for v in g.node(id).inputs().iter().flatten() {
+                if !set.contains(&v.node) && leaves.insert(v.node) && g.uses(*v).iter().all(|(c, s)| s.is_some() && set.contains(c)) && !g.is_graph_output(*v) {
+                    freed += g.constant(*v).map(|t| t.byte_size()).unwrap_or(0);
+                }
+            }
+        }
+        let declared: Vec<(String, Option<DataType>)> = boundary
+            .iter()
+            .map(|v| (g.value(*v).name.clone(), g.value(*v).ty.as_ref().and_then(|t| t.as_tensor()).map(|(d, _)| d)))
+            .collect();
+        let mut changed = false;
+        for ((v, t), (vname, declared)) in boundary.iter().zip(values).zip(declared) {
+            if declared.is_some_and(|d| d != t.dtype) {
+                cx.skip(format!("'{vname}': tract computed {} where the model declares {}", t.dtype, declared.unwrap()));
+                continue;
+            }
+            if !fits_budget(t.byte_size(), freed) {
+                cx.skip(format!(
+                    "'{vname}': folding would store {} bytes, more than the {} bytes it frees (size guard)",
+                    t.byte_size(),
+                    freed
+                ));
+                continue;
+            }
+            util::replace_with_constant(&mut model.graph, names, *v, t);
+            changed = true;
+        }
+        let g = &mut model.graph;
+        util::remove_dead(g);
+        return Ok(changed);
+    }
+    Ok(false)
+}
+
+impl Pass for FoldConstants {
+    fn name(&self) -> &'static str {
+        "fold-constants"
+    }
+
+    fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let mut changed = constants_to_initializers(&mut model.graph);
+        let mut names = util::all_names(&model.graph);
+        if model.graph.ops().any(|(_, _, op)| op.op_type == "Shape" || op.op_type == "Size") {
+            let facts = shapes::infer(model, &cx.input_shapes).unwrap_or_default();
+            changed |= fold_shapes(&mut model.graph, &facts, &mut names);
+        }
+        changed |= fold_regions(model, cx, &mut names)?;
+        if changed {
+            util::remove_dead(&mut model.graph);
+        }
+        Ok(changed)
+    }
+}
