@@ -153,3 +153,13 @@ pub fn samples(model: &Model, args: &SampleArgs, default_n: usize) -> Result<Vec
     }
     Ok(all)
 }
+
+/// Whether any initializer of the main graph was read from external data.
+pub fn has_external_data(m: &Model) -> bool {
+    m.graph.nodes().any(|(_, n)| match &n.kind {
+        crate::ir::NodeKind::Initializer(crate::ir::Const::Dense(t)) | crate::ir::NodeKind::Input { default: Some(t) } => {
+            t.placement == crate::ir::Placement::External
+        }
+        _ => false,
+    })
+}

@@ -326,7 +326,8 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         let samples = cli::samples(&original, &sargs, a.check)
             .context("the equivalence check needs samples (or pass --no-check)")?;
         let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: None };
-        let (r, culprit) = check(&original, &optimized, &pm, &samples, &tol, &input_shapes)?;
+        let (r, culprit) = check(&original, &optimized, &pm, &samples, &tol, &input_shapes)
+            .context("cannot check the optimized model in tract (pass --no-check to skip the check)")?;
         passed = r.passed;
         if !passed {
             for o in r.outputs.iter().filter(|o| !o.passed) {
@@ -372,7 +373,13 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         eprintln!("nothing written (use --force to write anyway)");
         return Ok(ExitCode::from(1));
     }
-    let saved = onnxopt::export::save(&optimized, &a.output, DataPolicy::Keep)
+    // A model that came with external data keeps its weights external.
+    let policy = if cli::has_external_data(&original) {
+        DataPolicy::External { threshold: onnxopt::export::DEFAULT_EXTERNAL_THRESHOLD }
+    } else {
+        DataPolicy::Keep
+    };
+    let saved = onnxopt::export::save(&optimized, &a.output, policy)
         .with_context(|| format!("writing '{}'", a.output.display()))?;
     let input_bytes = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
     println!(
