@@ -163,3 +163,10 @@ pub fn has_external_data(m: &Model) -> bool {
         _ => false,
     })
 }
+
+/// Total size of a model file and the external-data files it was read with.
+pub fn model_bytes(path: &Path, external_files: &[String]) -> u64 {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    size(path) + external_files.iter().map(|f| size(&dir.join(f))).sum::<u64>()
+}

@@ -6,6 +6,21 @@ use onnxopt::{cli, export::DataPolicy};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `println!` that ignores a closed stdout (`onnxopt inspect m.onnx | head`), instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+macro_rules! outp {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "onnxopt",
@@ -210,9 +225,9 @@ fn run(args: Cli) -> Result<ExitCode> {
             let (m, files) = cli::load(&model)?;
             let stats = onnxopt::analysis::stats::stats(&m, files);
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                out!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                print!("{}", cli::render_stats(&model, &stats));
+                outp!("{}", cli::render_stats(&model, &stats));
             }
         }
         Command::Convert(a) => {
@@ -231,14 +246,14 @@ fn run(args: Cli) -> Result<ExitCode> {
                 eprintln!("note: the model is over the 2 GiB protobuf limit; weights were written as external data");
             }
             match &saved.data_file {
-                Some((p, n)) => println!(
+                Some((p, n)) => out!(
                     "wrote {} ({} bytes) and {} ({} bytes)",
                     a.output.display(),
                     saved.model_bytes,
                     p.display(),
                     n
                 ),
-                None => println!("wrote {} ({} bytes)", a.output.display(), saved.model_bytes),
+                None => out!("wrote {} ({} bytes)", a.output.display(), saved.model_bytes),
             }
         }
         Command::Verify(a) => return verify(a),
@@ -246,7 +261,7 @@ fn run(args: Cli) -> Result<ExitCode> {
         Command::Passes => {
             let w = onnxopt::passes::PASSES.iter().map(|p| p.name.len()).max().unwrap_or(0);
             for p in onnxopt::passes::PASSES {
-                println!("{:w$}  {}", p.name, p.summary);
+                out!("{:w$}  {}", p.name, p.summary);
             }
         }
         Command::Bench(a) => {
@@ -259,17 +274,17 @@ fn run(args: Cli) -> Result<ExitCode> {
             }
             let r = onnxopt::verify::bench::bench(&models, &samples[0].inputs, a.runs, a.warmup)?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 let names: Vec<String> =
                     std::iter::once(&a.model).chain(a.other.iter()).map(|p| p.display().to_string()).collect();
                 let w = names.iter().map(|n| n.len()).max().unwrap_or(5);
-                println!("{:w$}  {:>10}  {:>10}  {:>10}  runs", "model", "median ms", "min ms", "max ms");
+                out!("{:w$}  {:>10}  {:>10}  {:>10}  runs", "model", "median ms", "min ms", "max ms");
                 for (n, l) in names.iter().zip(&r.models) {
-                    println!("{n:w$}  {:>10.3}  {:>10.3}  {:>10.3}  {}", l.median_ms, l.min_ms, l.max_ms, l.runs);
+                    out!("{n:w$}  {:>10.3}  {:>10.3}  {:>10.3}  {}", l.median_ms, l.min_ms, l.max_ms, l.runs);
                 }
                 if let Some(ratio) = r.ratio {
-                    println!("ratio (second / first median): {ratio:.3}");
+                    out!("ratio (second / first median): {ratio:.3}");
                 }
             }
         }
@@ -289,12 +304,12 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
         None => compare_expected(&reference, &samples, &tol, &opts)?,
     };
     match a.json.as_deref() {
-        Some("-") => println!("{}", serde_json::to_string_pretty(&report)?),
+        Some("-") => out!("{}", serde_json::to_string_pretty(&report)?),
         Some(f) => {
             std::fs::write(f, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{f}'"))?;
-            print!("{}", render(&report));
+            outp!("{}", render(&report));
         }
-        None => print!("{}", render(&report)),
+        None => outp!("{}", render(&report)),
     }
     Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -303,7 +318,7 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     use onnxopt::optimize::{check, run_passes, OptimizeOptions};
     use onnxopt::verify::Tolerance;
     cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
-    let (original, _) = cli::load(&a.model)?;
+    let (original, external_files) = cli::load(&a.model)?;
     let input_shapes = a
         .samples
         .input_shape
@@ -340,7 +355,7 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         report.check = Some(r);
         report.culprit = culprit;
     }
-    println!(
+    out!(
         "nodes {} -> {}   parameter bytes {} -> {}   ({:.1} ms)",
         report.before.nodes,
         report.after.nodes,
@@ -349,21 +364,21 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         report.optimize_ms
     );
     if a.stats {
-        println!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9}", "pass", "runs", "changed", "removed", "bytes delta", "ms");
+        out!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9}", "pass", "runs", "changed", "removed", "bytes delta", "ms");
         for s in &report.passes {
-            println!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9.2}", s.name, s.runs, s.changed, s.nodes_removed, s.bytes_delta, s.ms);
+            out!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9.2}", s.name, s.runs, s.changed, s.nodes_removed, s.bytes_delta, s.ms);
         }
         for (p, why) in report.declined.iter().take(20) {
-            println!("declined by {p}: {why}");
+            out!("declined by {p}: {why}");
         }
         if report.declined.len() > 20 {
-            println!("... {} more declined rewrites (see --report)", report.declined.len() - 20);
+            out!("... {} more declined rewrites (see --report)", report.declined.len() - 20);
         }
     }
     if let Some(c) = &report.check {
         if c.passed {
             let worst = c.outputs.iter().map(|o| o.max_abs).fold(0.0f64, f64::max);
-            println!("check: {} sample(s), outputs within tolerance (max_abs {worst:.3e})", c.samples);
+            out!("check: {} sample(s), outputs within tolerance (max_abs {worst:.3e})", c.samples);
         }
     }
     if let Some(path) = &a.report {
@@ -381,12 +396,14 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     };
     let saved = onnxopt::export::save(&optimized, &a.output, policy)
         .with_context(|| format!("writing '{}'", a.output.display()))?;
-    let input_bytes = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "wrote {} ({} bytes; input {} bytes)",
-        a.output.display(),
-        saved.model_bytes + saved.data_file.as_ref().map(|d| d.1).unwrap_or(0),
-        input_bytes
-    );
+    let input_bytes = cli::model_bytes(&a.model, &external_files);
+    let output_bytes = saved.model_bytes + saved.data_file.as_ref().map(|d| d.1).unwrap_or(0);
+    out!("wrote {} ({output_bytes} bytes; input {input_bytes} bytes)", a.output.display());
+    if output_bytes > input_bytes {
+        eprintln!(
+            "note: the output is {} bytes larger than the input (names and small shape constants of rewritten nodes)",
+            output_bytes - input_bytes
+        );
+    }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -55,10 +55,28 @@ pub fn pipeline(opts: &OptimizeOptions) -> Result<Vec<passes::Step>, PassError> 
     Ok(if opts.passes.is_none() && opts.skip.is_empty() { pipelines::lossless() } else { pipelines::of(names) })
 }
 
+/// Writes `--input-shape` dims into the declared input types. Passes may specialise the graph to
+/// those dims (folding `Shape`), so the output model must say it only accepts them.
+pub fn fix_input_shapes(m: &mut Model, shapes: &[(String, Vec<i64>)]) {
+    let g = &mut m.graph;
+    for &i in g.inputs().to_vec().iter() {
+        let v = &mut g.node_mut(i).outputs[0];
+        if let Some((_, dims)) = shapes.iter().find(|(n, _)| *n == v.name) {
+            if let Some(crate::ir::TypeKind::Tensor { elem, .. }) = v.ty.as_ref().map(|t| t.kind.clone()) {
+                let denotation = v.ty.as_ref().map(|t| t.denotation.clone()).unwrap_or_default();
+                let mut ty = crate::ir::Type::tensor(elem, dims);
+                ty.denotation = denotation;
+                v.ty = Some(ty);
+            }
+        }
+    }
+}
+
 /// Runs the passes. Returns the optimized model, the manager (trace and stats) and the report
 /// without a check.
 pub fn run_passes(model: &Model, opts: &OptimizeOptions) -> Result<(Model, PassManager, OptimizeReport), PassError> {
     let mut m = model.clone();
+    fix_input_shapes(&mut m, &opts.input_shapes);
     let mut pm = PassManager::new(pipeline(opts)?);
     pm.validate_each |= opts.validate_each;
     let mut cx = PassContext::new(opts.input_shapes.clone());

@@ -316,7 +316,7 @@ fn fuse_bias_negative() {
     let (out, declined) = run(&m, &["fuse-bias"]);
     assert_eq!(ops(&out), vec!["Add", "Add", "Conv", "MatMul"]);
     assert!(declined.iter().any(|(_, w)| w.contains("not one value per output channel")), "{declined:?}");
-    assert!(declined.iter().any(|(_, w)| w.contains("not known to be 2-D")), "{declined:?}");
+    assert!(declined.iter().any(|(_, w)| w.contains("no Reshape around it would merge")), "{declined:?}");
 }
 
 // ---- fuse-transposes / fuse-reshapes -----------------------------------------------------------
@@ -425,11 +425,84 @@ fn lossless_pipeline_is_idempotent_and_exact_on_fixtures() {
         let opts = OptimizeOptions { validate_each: true, input_shapes: vec![("x".into(), vec![2, 64])].into_iter().filter(|_| name == "mlp.onnx").collect(), ..Default::default() };
         let (out, _, report) = run_passes(&m, &opts).unwrap();
         assert!(report.after.nodes <= report.before.nodes, "{name}");
-        assert!(report.after.param_bytes <= report.before.param_bytes, "{name}");
+        // Rewrites may add a few shape constants (Gemm flattening) but never weights.
+        assert!(report.after.param_bytes <= report.before.param_bytes + 64, "{name}");
         let (_, pm, _) = run_passes(&out, &opts).unwrap();
         assert!(pm.trace.iter().all(|(_, c)| !c), "{name}: second run changed {:?}", pm.trace);
         if name != "mlp.onnx" {
             same_outputs(&m, &out, 1e-5, 1e-4);
         }
     }
+}
+
+// ---- fuse-slices, the flatten pattern, partial shapes, n-d Gemm --------------------------------
+
+#[test]
+fn fuse_slices_positive_and_negative() {
+    let mut b = B::new(13);
+    let x = b.input("x", &[1, 4, 6, 6]);
+    let s = |b: &mut B, n: &str, v: &[i64]| b.init(n, Tensor::from_i64(vec![v.len() as i64], v));
+    let (s0, e0, a2, a3, st2) = (s(&mut b, "s0", &[0]), s(&mut b, "e0", &[i64::MAX]), s(&mut b, "a2", &[2]), s(&mut b, "a3", &[3]), s(&mut b, "st2", &[2]));
+    let i1 = b.op("Slice", "row", &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows"])[0];
+    let i2 = b.op("Slice", "col", &[Some(i1), Some(s0), Some(e0), Some(a3), Some(st2)], vec![], &["cells"])[0];
+    b.output(i2);
+    // Same axis twice: not merged.
+    let j1 = b.op("Slice", "row2", &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows2"])[0];
+    let j2 = b.op("Slice", "row3", &[Some(j1), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows3"])[0];
+    b.output(j2);
+    let m = b.done();
+    let (out, _) = run(&m, &["fuse-slices"]);
+    assert_eq!(ops(&out), vec!["Slice", "Slice", "Slice"]);
+    same_outputs(&m, &out, 0.0, 0.0);
+    golden("fuse_slices", &out);
+}
+
+#[test]
+fn view_batch_minus_one_becomes_flatten_and_partial_shapes_fold() {
+    // x: [N, 2, 3, 4] with symbolic N.
+    let mut b = B::new(13);
+    let mut v = Value::named("x");
+    v.ty = Some(Type {
+        kind: onnxopt::ir::TypeKind::Tensor {
+            elem: DataType::FLOAT,
+            shape: Some(
+                [onnxopt::ir::Dim::Symbol("N".into()), onnxopt::ir::Dim::Fixed(2), onnxopt::ir::Dim::Fixed(3), onnxopt::ir::Dim::Fixed(4)]
+                    .into_iter()
+                    .map(|dim| onnxopt::ir::ShapeDim { dim, denotation: String::new() })
+                    .collect(),
+            ),
+        },
+        denotation: String::new(),
+    });
+    let xid = b.g().add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![v]));
+    let x = ValueId { node: xid, output: 0 };
+    let r = b.op1("Relu", &[x], vec![], "r");
+    let shape = b.op1("Shape", &[r], vec![], "shape");
+    let zero = b.init("zero", Tensor::from_i64(vec![1], &[0]));
+    let one = b.init("one", Tensor::from_i64(vec![1], &[1]));
+    let batch = b.op1("Slice", &[shape, zero, one], vec![], "batch");
+    let minus1 = b.init("minus1", Tensor::from_i64(vec![1], &[-1]));
+    let target = b.op1("Concat", &[batch, minus1], vec![int("axis", 0)], "target");
+    let y = b.op1("Reshape", &[r, target], vec![], "y");
+    b.output(y);
+    // Gather of the known channel dim folds although N is symbolic.
+    let idx = b.init("idx", Tensor::from_i64(vec![], &[1]));
+    let c = b.op1("Gather", &[shape, idx], vec![int("axis", 0)], "channels");
+    b.output(c);
+    let m = b.done();
+    let (out, _) = run(&m, &["fold-constants", "fuse-reshapes", "eliminate-dead-code"]);
+    assert_eq!(ops(&out), vec!["Flatten", "Relu"]);
+    let c = out.graph.outputs[1].value;
+    assert_eq!(out.graph.constant(c).unwrap().to_i64_vec(), Some(vec![2]));
+    golden("flatten_and_partial_shapes", &out);
+}
+
+#[test]
+fn matmul_nd_becomes_gemm_when_reshapes_merge() {
+    let m = onnxopt::import::load(&fixture("transformer.onnx")).unwrap();
+    let (out, _) = run(&m, &["fuse-bias", "fuse-reshapes", "eliminate-common-subexpression", "dedupe-initializers", "eliminate-dead-code"]);
+    let o = ops(&out);
+    assert_eq!(o.iter().filter(|x| *x == "Gemm").count(), 4, "{o:?}");
+    assert_eq!(out.graph.op_count_total(), 20);
+    same_outputs(&m, &out, 1e-5, 1e-4);
 }

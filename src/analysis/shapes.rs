@@ -13,17 +13,20 @@ pub struct Fact {
     pub dtype: Option<DataType>,
     /// Concrete dims when every one is known.
     pub dims: Option<Vec<i64>>,
+    /// Per-dim knowledge when the rank is known: `Some(d)` for a concrete dim, `None` otherwise.
+    pub partial: Option<Vec<Option<i64>>>,
 }
 
 /// Facts by value name for the main graph.
 pub fn infer(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashMap<String, Fact>, String> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_hir::infer::Factoid;
-    let bytes = export::to_bytes_inline(model).map_err(|e| e.to_string())?;
+    let bytes = export::to_bytes_for_shapes(model).map_err(|e| e.to_string())?;
     let mut m = tract_onnx::onnx()
         .model_for_read(&mut &bytes[..])
         .map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string())?;
     let g = &model.graph;
+    // Inputs first, in the model's order; weights turned into inputs come after and keep their facts.
     for (k, &i) in g.inputs().iter().enumerate() {
         let v = &g.node(i).outputs[0];
         let Some(TypeKind::Tensor { elem, shape }) = v.ty.as_ref().map(|t| &t.kind) else { continue };
@@ -44,7 +47,12 @@ pub fn infer(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashM
             let Some(label) = m.outlet_label(OutletId::new(node.id, ix)) else { continue };
             let dtype = o.fact.datum_type.concretize().and_then(crate::verify::onnx_dtype);
             let dims = o.fact.shape.as_concrete_finite().ok().flatten().map(|s| s.iter().map(|&d| d as i64).collect());
-            out.insert(label.to_string(), crate::analysis::shapes::Fact { dtype, dims });
+            let partial = if o.fact.shape.is_open() {
+                None
+            } else {
+                Some(o.fact.shape.dims().map(|d| d.concretize().and_then(|t| t.to_i64().ok())).collect())
+            };
+            out.insert(label.to_string(), crate::analysis::shapes::Fact { dtype, dims, partial });
         }
     }
     Ok(out)

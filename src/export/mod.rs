@@ -134,6 +134,30 @@ pub fn to_bytes_inline(model: &Model) -> Result<Vec<u8>, ExportError> {
     Ok(proto.encode_to_vec())
 }
 
+/// Bytes for shape inference only: float initializers of at least 1 KiB become graph inputs with
+/// their exact type instead of data, so an analyser sees every shape without parsing the weights.
+/// Integer initializers (shapes, axes, indices) stay, since shape computations read their values.
+pub fn to_bytes_for_shapes(model: &Model) -> Result<Vec<u8>, ExportError> {
+    let mut data = DataFile::default();
+    let mut proto = to_proto(model, DataPolicy::Inline, &mut data)?;
+    if let Some(g) = proto.graph.as_mut() {
+        let mut kept = Vec::with_capacity(g.initializer.len());
+        let declared: std::collections::HashSet<String> = g.input.iter().filter_map(|i| i.name.clone()).collect();
+        for t in std::mem::take(&mut g.initializer) {
+            let dt = ir::DataType(t.data_type.unwrap_or(0));
+            let bytes = t.raw_data.as_ref().map(|b| b.len()).unwrap_or(0) + t.float_data.len() * 4 + t.double_data.len() * 8;
+            let name = t.name.clone().unwrap_or_default();
+            if dt.is_float() && bytes >= 1024 && !declared.contains(&name) {
+                g.input.push(value_info(&name, &Some(Type::tensor(dt, &t.dims)), "", &[]));
+            } else {
+                kept.push(t);
+            }
+        }
+        g.initializer = kept;
+    }
+    Ok(proto.encode_to_vec())
+}
+
 /// What [`save`] wrote.
 #[derive(Debug, Clone)]
 pub struct Saved {

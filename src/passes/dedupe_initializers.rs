@@ -16,14 +16,21 @@ impl Pass for DedupeInitializers {
 
     fn run(&self, model: &mut Model, _cx: &mut PassContext) -> Result<Changed, PassError> {
         let g = &mut model.graph;
-        let mut first: HashMap<(i32, Vec<i64>, u64), Vec<ValueId>> = HashMap::new();
-        let mut merges = Vec::new();
+        // Bucket by dtype and shape first; only tensors that share a bucket get hashed.
+        let mut buckets: HashMap<(i32, Vec<i64>), Vec<ValueId>> = HashMap::new();
         for (id, n) in g.nodes() {
             let NodeKind::Initializer(Const::Dense(t)) = &n.kind else { continue };
             let v = ValueId { node: id, output: 0 };
-            if g.is_graph_output(v) {
-                continue;
+            if !g.is_graph_output(v) {
+                buckets.entry((t.dtype.0, t.dims.clone())).or_default().push(v);
             }
+        }
+        let mut candidates: Vec<ValueId> = buckets.into_values().filter(|b| b.len() > 1).flatten().collect();
+        candidates.sort();
+        let mut first: HashMap<(i32, Vec<i64>, u64), Vec<ValueId>> = HashMap::new();
+        let mut merges = Vec::new();
+        for v in candidates {
+            let t = g.constant(v).expect("dense initializer");
             let key = (t.dtype.0, t.dims.clone(), tensor_hash(t));
             let seen = first.entry(key).or_default();
             // A hash match is confirmed byte for byte before merging.

@@ -31,8 +31,9 @@ pub struct FoldConstants;
 /// Values up to this size are always worth folding: shapes, axes, scalars (1 KiB is 128 int64s).
 pub const SMALL_VALUE_BYTES: usize = 1024;
 
-/// How many nodes tract may reject before a round gives up on the remaining region.
-pub const MAX_RETRIES: usize = 8;
+/// How many times a round may shrink its region (a node tract rejects, a value over the size
+/// guard) before it gives up on what is left.
+pub const MAX_RETRIES: usize = 16;
 
 /// The tensor a `Constant` node produces, for every `value*` attribute form.
 fn constant_value(n: &Node) -> Option<Tensor> {
@@ -131,6 +132,85 @@ fn fold_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut
         };
         util::replace_with_constant(g, names, out, t);
         changed = true;
+    }
+    changed
+}
+
+/// Step 2b: with symbolic dims, `Gather` or `Slice` of a `Shape` that picks only known dims is a
+/// constant even though the whole shape is not (e.g. the channel and spatial dims under a
+/// symbolic batch).
+fn fold_partial_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut HashSet<String>) -> bool {
+    let mut plans: Vec<(ValueId, Tensor)> = Vec::new();
+    for (id, n, op) in g.ops() {
+        if op.op_type != "Shape" || !op.is_default_domain() {
+            continue;
+        }
+        let Some(x) = n.inputs().first().copied().flatten() else { continue };
+        let declared: Option<Vec<Option<i64>>> = g.value(x).ty.as_ref().and_then(|t| t.as_tensor()).and_then(|(_, s)| {
+            s.map(|dims| dims.iter().map(|d| if let crate::ir::Dim::Fixed(v) = d.dim { Some(v) } else { None }).collect())
+        });
+        let Some(partial) = facts.get(&g.value(x).name).and_then(|f| f.partial.clone()).or(declared) else { continue };
+        let r = partial.len() as i64;
+        let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+        let (s0, e0) = (clamp(util::attr_int(n, "start", 0)), clamp(op.attr("end").and_then(|a| a.as_int()).unwrap_or(r)));
+        let dims: Vec<Option<i64>> = if s0 < e0 { partial[s0..e0].to_vec() } else { vec![] };
+        let out = ValueId { node: id, output: 0 };
+        for (c, slot) in g.uses(out) {
+            if slot != Some(0) {
+                continue;
+            }
+            let cn = g.node(c);
+            let Some(cop) = cn.op() else { continue };
+            let len = dims.len() as i64;
+            let picked: Option<(Vec<i64>, Vec<i64>)> = match cop.op_type.as_str() {
+                "Gather" if util::attr_int(cn, "axis", 0) == 0 => (|| {
+                    let iv = cn.inputs().get(1).copied().flatten()?;
+                    let it = g.constant(iv)?;
+                    let idx = it.to_i64_vec()?;
+                    let vals = idx
+                        .iter()
+                        .map(|&i| {
+                            let i = if i < 0 { i + len } else { i };
+                            if (0..len).contains(&i) { dims[i as usize] } else { None }
+                        })
+                        .collect::<Option<Vec<i64>>>()?;
+                    Some((it.dims.clone(), vals))
+                })(),
+                "Slice" => (|| {
+                    let ins = cn.inputs();
+                    let starts = util::const_i64(g, ins.get(1).copied().flatten())?;
+                    let ends = util::const_i64(g, ins.get(2).copied().flatten())?;
+                    if starts.len() != 1 || ends.len() != 1 {
+                        return None;
+                    }
+                    if let Some(a) = ins.get(3).copied().flatten() {
+                        if util::const_i64(g, Some(a))? != vec![0] {
+                            return None;
+                        }
+                    }
+                    if let Some(st) = ins.get(4).copied().flatten() {
+                        if util::const_i64(g, Some(st))? != vec![1] {
+                            return None;
+                        }
+                    }
+                    let norm = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len) as usize;
+                    let (a, b) = (norm(starts[0]), norm(ends[0]));
+                    let vals: Vec<i64> = if a < b { dims[a..b].iter().copied().collect::<Option<Vec<_>>>()? } else { vec![] };
+                    Some((vec![vals.len() as i64], vals))
+                })(),
+                _ => None,
+            };
+            if let Some((shape, vals)) = picked {
+                let cout = ValueId { node: c, output: 0 };
+                if g.uses(cout).iter().all(|(_, s)| s.is_some()) {
+                    plans.push((cout, Tensor::from_i64(shape, &vals)));
+                }
+            }
+        }
+    }
+    let changed = !plans.is_empty();
+    for (v, t) in plans {
+        util::replace_with_constant(g, names, v, t);
     }
     changed
 }
@@ -268,18 +348,27 @@ fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<Str
             .iter()
             .map(|v| (g.value(*v).name.clone(), g.value(*v).ty.as_ref().and_then(|t| t.as_tensor()).map(|(d, _)| d)))
             .collect();
-        let mut changed = false;
-        for ((v, t), (vname, declared)) in boundary.iter().zip(values).zip(declared) {
-            if declared.is_some_and(|d| d != t.dtype) {
-                cx.skip(format!("'{vname}': tract computed {} where the model declares {}", t.dtype, declared.unwrap()));
-                continue;
-            }
+        // A value over the size guard stays computed at run time, but its own inputs may still
+        // fold (a ConstantOfShape keeps a folded shape): leave its producer out and retry.
+        let mut over_budget = Vec::new();
+        for ((v, t), (vname, _)) in boundary.iter().zip(&values).zip(&declared) {
             if !fits_budget(t.byte_size(), freed) {
                 cx.skip(format!(
                     "'{vname}': folding would store {} bytes, more than the {} bytes it frees (size guard)",
                     t.byte_size(),
                     freed
                 ));
+                over_budget.push(v.node);
+            }
+        }
+        if !over_budget.is_empty() {
+            excluded.extend(over_budget);
+            continue;
+        }
+        let mut changed = false;
+        for ((v, t), (vname, declared)) in boundary.iter().zip(values).zip(declared) {
+            if declared.is_some_and(|d| d != t.dtype) {
+                cx.skip(format!("'{vname}': tract computed {} where the model declares {}", t.dtype, declared.unwrap()));
                 continue;
             }
             util::replace_with_constant(&mut model.graph, names, *v, t);
@@ -301,8 +390,9 @@ impl Pass for FoldConstants {
         let mut changed = constants_to_initializers(&mut model.graph);
         let mut names = util::all_names(&model.graph);
         if model.graph.ops().any(|(_, _, op)| op.op_type == "Shape" || op.op_type == "Size") {
-            let facts = shapes::infer(model, &cx.input_shapes).unwrap_or_default();
+            let facts = cx.facts(model);
             changed |= fold_shapes(&mut model.graph, &facts, &mut names);
+            changed |= fold_partial_shapes(&mut model.graph, &facts, &mut names);
         }
         changed |= fold_regions(model, cx, &mut names)?;
         if changed {

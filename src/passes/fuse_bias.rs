@@ -8,7 +8,6 @@
 //! non-float constants, `a` of unknown or other rank.
 
 use super::{util, Changed, Pass, PassContext, PassError};
-use crate::analysis::shapes;
 use crate::ir::{Graph, Model, Node, NodeId, NodeKind, Op, Tensor, Value, ValueId};
 use std::collections::HashSet;
 
@@ -17,9 +16,20 @@ pub struct FuseBias;
 enum Plan {
     ConvBias { conv: NodeId, bias: Tensor },
     Gemm { matmul: NodeId, a: ValueId, b: ValueId, c: ValueId },
+    /// A has rank > 2: flatten it to `[-1, K]`, Gemm, reshape back to `[d0, …, N]`.
+    GemmNd { matmul: NodeId, a: ValueId, b: ValueId, c: ValueId, a_dims: Vec<i64> },
 }
 
-fn try_match(g: &Graph, add: NodeId, rank_of: &dyn Fn(ValueId) -> Option<usize>) -> Result<Plan, String> {
+/// Whether `v` (single use) feeds a Reshape with a constant target free of `0`: fuse-reshapes will
+/// merge a Reshape placed before it.
+fn feeds_reshape(g: &Graph, v: ValueId) -> bool {
+    let Some((c, 0)) = util::single_use(g, v) else { return false };
+    let n = g.node(c);
+    n.op().is_some_and(|o| o.op_type == "Reshape")
+        && util::const_i64(g, n.inputs().get(1).copied().flatten()).is_some_and(|t| !t.contains(&0))
+}
+
+fn try_match(g: &Graph, add: NodeId, dims_of: &dyn Fn(ValueId) -> Option<Vec<i64>>) -> Result<Plan, String> {
     let n = g.node(add);
     let ins = n.inputs();
     let (Some(l), Some(r)) = (ins.first().copied().flatten(), ins.get(1).copied().flatten()) else {
@@ -72,15 +82,32 @@ fn try_match(g: &Graph, add: NodeId, rank_of: &dyn Fn(ValueId) -> Option<usize>)
     if bt.dims.len() != 2 {
         return Err("B is not 2-D".into());
     }
-    if rank_of(a) != Some(2) {
-        return Err("A is not known to be 2-D".into());
-    }
     let n_out = bt.dims[1];
     let ok = (cdims.len() == 1 && cdims[0] == n_out) || (cdims.len() == 2 && cdims[0] == 1 && cdims[1] == n_out);
     if !ok {
         return Err(format!("bias {cdims:?} does not broadcast as Gemm's C [{n_out}]"));
     }
-    Ok(Plan::Gemm { matmul: p.node, a, b, c })
+    let a_dims = dims_of(a).ok_or("A has no static shape (not known to be 2-D)")?;
+    if a_dims.len() == 2 {
+        return Ok(Plan::Gemm { matmul: p.node, a, b, c });
+    }
+    if a_dims.len() < 2 {
+        return Err("A is 1-D".into());
+    }
+    // Worth it only when a Reshape added around the Gemm merges into a neighbour: A comes from a
+    // Reshape/Flatten read only here, or is shared with another MatMul by a constant (whose
+    // flattening Reshape common-subexpression elimination merges), or the result feeds a Reshape.
+    let an = g.node(a.node);
+    let pre = (an.op().is_some_and(|o| o.op_type == "Reshape" || o.op_type == "Flatten") && util::single_use(g, a).is_some())
+        || g.uses(a).iter().filter(|(u, _)| {
+            let un = g.node(*u);
+            *u != p.node && un.op().is_some_and(|o| o.op_type == "MatMul") && un.inputs().get(1).copied().flatten().and_then(|w| g.constant(w)).is_some_and(|w| w.dims.len() == 2)
+        }).count() > 0;
+    let post = feeds_reshape(g, ValueId { node: add, output: 0 });
+    if !(pre || post) {
+        return Err("A is not 2-D and no Reshape around it would merge".into());
+    }
+    Ok(Plan::GemmNd { matmul: p.node, a, b, c, a_dims })
 }
 
 impl Pass for FuseBias {
@@ -90,7 +117,7 @@ impl Pass for FuseBias {
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let has_matmul = model.graph.ops().any(|(_, _, op)| op.op_type == "MatMul");
-        let facts = if has_matmul { shapes::infer(model, &cx.input_shapes).unwrap_or_default() } else { Default::default() };
+        let facts = if has_matmul { cx.facts(model) } else { Default::default() };
         let g = &mut model.graph;
         let mut names: HashSet<String> = util::all_names(g);
         let mut changed = false;
@@ -99,16 +126,15 @@ impl Pass for FuseBias {
             if !g.contains(add) {
                 continue;
             }
-            let rank_of = |v: ValueId| -> Option<usize> {
+            let dims_of = |v: ValueId| -> Option<Vec<i64>> {
                 let gg = &*g;
                 gg.value(v)
                     .ty
                     .as_ref()
                     .and_then(|t| t.fixed_dims())
-                    .map(|d| d.len())
-                    .or_else(|| facts.get(&gg.value(v).name).and_then(|f| f.dims.as_ref()).map(|d| d.len()))
+                    .or_else(|| facts.get(&gg.value(v).name).and_then(|f| f.dims.clone()))
             };
-            let plan = try_match(g, add, &rank_of);
+            let plan = try_match(g, add, &dims_of);
             match plan {
                 Err(why) => {
                     if !why.starts_with("after") && !why.starts_with("no constant") && !why.starts_with("not after") {
@@ -119,6 +145,47 @@ impl Pass for FuseBias {
                     let base = format!("{}_bias", g.node(conv).display_name());
                     util::set_const_input(g, &mut names, conv, 2, bias, &base);
                     changed |= util::absorb(g, &mut names, ValueId { node: conv, output: 0 }, add);
+                }
+                Ok(Plan::GemmNd { matmul, a, b, c, a_dims }) => {
+                    let k = *a_dims.last().unwrap();
+                    let n_out = g.constant(b).map(|t| t.dims[1]).unwrap_or(0);
+                    // Reuse the names of the nodes and values this replaces, so the file does not grow.
+                    let base = g.node(matmul).display_name().to_string();
+                    let mm_out = ValueId { node: matmul, output: 0 };
+                    let mm_name = g.value(mm_out).name.clone();
+                    g.value_mut(mm_out).name = util::fresh_name(&mut names, &format!("{mm_name}__fused"));
+                    let pre_shape_name = util::fresh_name(&mut names, &format!("{base}_2d"));
+                    let pre_shape = util::add_initializer(g, &pre_shape_name, Tensor::from_i64(vec![2], &[-1, k]));
+                    let pre = g.add_node(Node::new(String::new(), NodeKind::Op(Op::new("Reshape")), vec![Some(a), Some(pre_shape)], vec![Value::named(mm_name)]));
+                    let gemm_out_name = util::fresh_name(&mut names, &format!("{base}_gemm"));
+                    let gemm = g.add_node(Node::new(
+                        base.clone(),
+                        NodeKind::Op(Op::new("Gemm")),
+                        vec![Some(ValueId { node: pre, output: 0 }), Some(b), Some(c)],
+                        vec![Value::named(gemm_out_name)],
+                    ));
+                    let mut out_dims = a_dims[..a_dims.len() - 1].to_vec();
+                    out_dims.push(n_out);
+                    let post_shape_name = util::fresh_name(&mut names, &format!("{base}_nd"));
+                    let post_shape = util::add_initializer(g, &post_shape_name, Tensor::from_i64(vec![out_dims.len() as i64], &out_dims));
+                    let post_name = util::fresh_name(&mut names, &format!("{base}_nd_out"));
+                    let post = g.add_node(Node::new(
+                        String::new(),
+                        NodeKind::Op(Op::new("Reshape")),
+                        vec![Some(ValueId { node: gemm, output: 0 }), Some(post_shape)],
+                        vec![Value::named(post_name)],
+                    ));
+                    let post_out = ValueId { node: post, output: 0 };
+                    let add_out = ValueId { node: add, output: 0 };
+                    let add_name = g.value(add_out).name.clone();
+                    let add_ty = g.value(add_out).ty.clone();
+                    g.value_mut(add_out).name = util::fresh_name(&mut names, &format!("{add_name}__fused"));
+                    g.value_mut(post_out).name = add_name;
+                    g.value_mut(post_out).ty = add_ty;
+                    g.replace_all_uses(add_out, post_out, true);
+                    let _ = g.remove_node(add);
+                    let _ = g.remove_node(matmul);
+                    changed = true;
                 }
                 Ok(Plan::Gemm { matmul, a, b, c }) => {
                     let mm = g.node(matmul);

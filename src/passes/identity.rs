@@ -14,7 +14,7 @@
 //! rewrites that need no shapes.
 
 use super::{util, Changed, Pass, PassContext, PassError};
-use crate::analysis::shapes::{self, Fact};
+use crate::analysis::shapes::Fact;
 use crate::ir::{DataType, Graph, Model, NodeId, NodeKind, ValueId};
 use std::collections::HashMap;
 
@@ -199,13 +199,12 @@ impl Pass for EliminateIdentity {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let opset = model.opset("").unwrap_or(1);
         let needs_facts = model.graph.ops().any(|(_, _, op)| NEEDS_FACTS.contains(&op.op_type.as_str()));
-        let facts = if needs_facts { shapes::infer(model, &cx.input_shapes).unwrap_or_default() } else { HashMap::new() };
+        let facts = if needs_facts { cx.facts(model) } else { Default::default() };
         let empty = HashMap::new();
-        let mut depth_facts = Some(&facts);
-        let main = &mut model.graph as *mut Graph;
+        let main = &model.graph as *const Graph;
         util::each_graph_of(model, &mut |g| {
             // Shape facts describe the main graph only.
-            let f = if std::ptr::eq(g as *const Graph, main) { depth_facts.take().unwrap_or(&empty) } else { &empty };
+            let f = if std::ptr::eq(g as *const Graph, main) { &*facts } else { &empty };
             Ok(run_graph(g, f, opset, cx))
         })
     }

@@ -12,6 +12,7 @@ pub mod fold_constants;
 pub mod fuse_batch_norm;
 pub mod fuse_bias;
 pub mod fuse_reshapes;
+pub mod fuse_slices;
 pub mod fuse_transposes;
 pub mod identity;
 pub mod util;
@@ -43,11 +44,28 @@ pub struct PassContext {
     /// `(pass, message)` for every construct a pass declined, so users learn why.
     pub skipped: Vec<(String, String)>,
     current: &'static str,
+    facts: Option<std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>>>,
 }
 
 impl PassContext {
     pub fn new(input_shapes: Vec<(String, Vec<i64>)>) -> PassContext {
         PassContext { input_shapes, ..PassContext::default() }
+    }
+
+    /// Static shapes and dtypes of the main graph by value name, computed once and reused: lossless
+    /// rewrites keep every surviving name's value (and so its shape) unchanged, so the facts stay
+    /// true; values created since are simply absent until the next round refreshes them.
+    pub fn facts(&mut self, model: &Model) -> std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>> {
+        if self.facts.is_none() {
+            let f = crate::analysis::shapes::infer(model, &self.input_shapes).unwrap_or_default();
+            self.facts = Some(std::sync::Arc::new(f));
+        }
+        self.facts.clone().unwrap()
+    }
+
+    /// Forget cached facts (new values appeared).
+    pub fn refresh_facts(&mut self) {
+        self.facts = None;
     }
 
     /// Records a declined rewrite.
@@ -98,8 +116,13 @@ pub static PASSES: &[PassInfo] = &[
     },
     PassInfo {
         name: "fuse-reshapes",
-        summary: "merge Reshape/Flatten chains into one Reshape",
+        summary: "merge Reshape/Flatten chains; x.view(x.size(0), -1) becomes Flatten",
         make: || Box::new(fuse_reshapes::FuseReshapes),
+    },
+    PassInfo {
+        name: "fuse-slices",
+        summary: "merge a Slice of a Slice on other axes into one Slice",
+        make: || Box::new(fuse_slices::FuseSlices),
     },
     PassInfo {
         name: "eliminate-common-subexpression",
@@ -241,7 +264,10 @@ impl PassManager {
             match step {
                 Step::One(name) => any |= self.run_one(name, model, cx)?,
                 Step::Fixpoint { passes, max_rounds } => {
-                    for _ in 0..*max_rounds {
+                    for r in 0..*max_rounds {
+                        if r > 0 {
+                            cx.refresh_facts();
+                        }
                         let mut round = false;
                         for name in passes {
                             round |= self.run_one(name, model, cx)?;
