@@ -95,3 +95,22 @@ fn real_models_compute_the_same_in_tract() {
         eprintln!("tract identical: {}", path.display());
     }
 }
+
+#[test]
+fn real_models_optimize_losslessly() {
+    use onnxopt::optimize::{run_passes, OptimizeOptions};
+    use onnxopt::verify::{compare_models, CompareOptions, Tolerance};
+    for path in models() {
+        let m = import::load(&path).unwrap();
+        let opts = OptimizeOptions { validate_each: true, ..Default::default() };
+        let (out, _, report) = run_passes(&m, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(report.after.nodes < report.before.nodes, "{}: nothing optimized", path.display());
+        let inputs = inputs_for(&m);
+        let samples = vec![onnxopt::inputs::Sample { inputs, expected: Default::default() }];
+        match compare_models(&m, &out, &samples, &Tolerance::default(), &CompareOptions::default()) {
+            Ok(r) => assert!(r.passed, "{}: {}", path.display(), onnxopt::verify::compare::render(&r)),
+            Err(e) => eprintln!("tract cannot compare {} ({e}); optimize still validated", path.display()),
+        }
+        eprintln!("optimized {}: {} -> {} nodes", path.display(), report.before.nodes, report.after.nodes);
+    }
+}

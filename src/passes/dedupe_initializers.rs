@@ -27,11 +27,21 @@ impl Pass for DedupeInitializers {
         }
         let mut candidates: Vec<ValueId> = buckets.into_values().filter(|b| b.len() > 1).flatten().collect();
         candidates.sort();
+        // Within a bucket, a cheap fingerprint (the first and last 64 bytes) narrows the field; equal
+        // fingerprints are then compared in full.
         let mut first: HashMap<(i32, Vec<i64>, u64), Vec<ValueId>> = HashMap::new();
         let mut merges = Vec::new();
         for v in candidates {
             let t = g.constant(v).expect("dense initializer");
-            let key = (t.dtype.0, t.dims.clone(), tensor_hash(t));
+            let fp = match t.to_le_bytes() {
+                Some(b) if b.len() > 128 => {
+                    let mut edge = crate::ir::Tensor::from_raw(t.dtype, vec![], [&b[..64], &b[b.len() - 64..]].concat());
+                    edge.dims = vec![];
+                    tensor_hash(&edge)
+                }
+                _ => tensor_hash(t),
+            };
+            let key = (t.dtype.0, t.dims.clone(), fp);
             let seen = first.entry(key).or_default();
             // A hash match is confirmed byte for byte before merging.
             match seen.iter().find(|&&s| g.constant(s).is_some_and(|st| st.same_values(t))) {
