@@ -506,3 +506,88 @@ fn matmul_nd_becomes_gemm_when_reshapes_merge() {
     assert_eq!(out.graph.op_count_total(), 20);
     same_outputs(&m, &out, 1e-5, 1e-4);
 }
+
+// ---- fuse-scale, fuse-pad, constant If ---------------------------------------------------------
+
+#[test]
+fn fuse_scale_conv_and_gemm() {
+    let mut b = B::new(13);
+    let x = b.input("x", &[1, 2, 4, 4]);
+    let w = b.init("w", ramp(&[3, 2, 3, 3], 0.1));
+    let cb = b.init("cb", ramp(&[3], 0.2));
+    let c = b.op1("Conv", &[x, w, cb], vec![ints("pads", &[1, 1, 1, 1])], "c");
+    let k = b.init("k", Tensor::from_f32(vec![3, 1, 1], &[0.5, 2.0, -1.0]));
+    let y = b.op1("Mul", &[c, k], vec![], "y");
+    b.output(y);
+    let a = b.input("a", &[2, 4]);
+    let gw = b.init("gw", ramp(&[5, 4], 0.1));
+    let gb = b.init("gb", ramp(&[5], 0.1));
+    let gm = b.op1("Gemm", &[a, gw, gb], vec![int("transB", 1)], "gm");
+    let s = b.init("s", Tensor::from_f32(vec![], &[3.0]));
+    let z = b.op1("Mul", &[s, gm], vec![], "z");
+    b.output(z);
+    // Negative: a per-row (not per-channel) Mul stays.
+    let w2 = b.init("w2", ramp(&[3, 2, 3, 3], 0.3));
+    let c2 = b.op1("Conv", &[x, w2], vec![ints("pads", &[1, 1, 1, 1])], "c2");
+    let rows = b.init("rows", ramp(&[4, 1], 0.5));
+    let q = b.op1("Mul", &[c2, rows], vec![], "q");
+    b.output(q);
+    let m = b.done();
+    let (out, declined) = run(&m, &["fuse-scale"]);
+    assert_eq!(ops(&out), vec!["Conv", "Conv", "Gemm", "Mul"]);
+    assert!(declined.iter().any(|(_, w)| w.contains("not a scalar or one value per output channel")), "{declined:?}");
+    same_outputs(&m, &out, 1e-5, 1e-4);
+    golden("fuse_scale", &out);
+}
+
+#[test]
+fn fuse_pad_into_conv() {
+    let mut b = B::new(13);
+    let x = b.input("x", &[1, 2, 5, 5]);
+    let pads = b.init("pads", Tensor::from_i64(vec![8], &[0, 0, 1, 2, 0, 0, 1, 0]));
+    let p = b.op1("Pad", &[x, pads], vec![], "p");
+    let w = b.init("w", ramp(&[3, 2, 3, 3], 0.1));
+    let y = b.op1("Conv", &[p, w], vec![ints("pads", &[1, 1, 1, 1])], "y");
+    b.output(y);
+    // Negative: reflect padding is not zeros.
+    let p2 = b.op1("Pad", &[x, pads], vec![Attribute::new("mode", AttrValue::String(bytes::Bytes::from_static(b"reflect")))], "p2");
+    let w2 = b.init("w2", ramp(&[3, 2, 3, 3], 0.2));
+    let z = b.op1("Conv", &[p2, w2], vec![], "z");
+    b.output(z);
+    let m = b.done();
+    let (out, declined) = run(&m, &["fuse-pad"]);
+    assert_eq!(ops(&out), vec!["Conv", "Conv", "Pad"]);
+    assert!(declined.iter().any(|(_, w)| w.contains("mode is not constant")), "{declined:?}");
+    same_outputs(&m, &out, 1e-6, 1e-5);
+    golden("fuse_pad", &out);
+}
+
+#[test]
+fn if_with_constant_condition_is_inlined() {
+    let mut b = B::new(13);
+    let x = b.input("x", &[2, 3]);
+    let branch = |name: &str, op: &str, out: &str| {
+        let mut g = Graph::new(name);
+        let cap = g.add_node(Node::new("", NodeKind::Capture, vec![], vec![Value::named("x")]));
+        let cv = ValueId { node: cap, output: 0 };
+        let o = g.add_node(Node::new(format!("{name}_op"), NodeKind::Op(Op::new(op)), vec![Some(cv), Some(cv)], vec![Value::named(out)]));
+        g.outputs.push(GraphOutput { value: ValueId { node: o, output: 0 }, ty: None, doc_string: String::new(), metadata_props: vec![] });
+        g
+    };
+    let one = b.init("one", Tensor::from_f32(vec![], &[1.0]));
+    let zero = b.init("zero", Tensor::from_f32(vec![], &[0.0]));
+    let cond = b.op1("Greater", &[one, zero], vec![], "cond");
+    let mut op = Op::new("If");
+    op.attributes.push(Attribute::new("then_branch", AttrValue::Graph(Box::new(branch("then", "Mul", "then_out")))));
+    op.attributes.push(Attribute::new("else_branch", AttrValue::Graph(Box::new(branch("else", "Add", "else_out")))));
+    let id = b.g().add_node(Node::new("choose", NodeKind::Op(op), vec![Some(cond)], vec![Value::named("y")]));
+    b.g().set_implicit_inputs(id, vec![x]);
+    let y = ValueId { node: id, output: 0 };
+    let r = b.op1("Relu", &[y], vec![], "r");
+    b.output(r);
+    let m = b.done();
+    let (out, _) = run(&m, &["fold-constants", "eliminate-dead-code"]);
+    assert_eq!(ops(&out), vec!["Mul", "Relu"]);
+    same_outputs(&m, &out, 0.0, 0.0);
+    golden("inline_constant_if", &out);
+}

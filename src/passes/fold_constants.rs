@@ -9,6 +9,8 @@
 //!    no kernel is written by hand. If tract rejects a node, that node is left out and the run is
 //!    retried, up to [`MAX_RETRIES`] times.
 //!
+//! 4. An `If` whose condition is now a constant is replaced by the branch it always takes.
+//!
 //! Declines: non-deterministic ops (Random*, Multinomial, Bernoulli), ops outside the default
 //! domain, nodes holding subgraphs, graph inputs that have an initializer (overridable, so not
 //! constant), and any folded value over the size guard ([`fits_budget`]): a value is folded only if
@@ -215,6 +217,84 @@ fn fold_partial_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, nam
     changed
 }
 
+/// Step 4: an `If` whose condition is a constant is replaced by the branch it always takes: the
+/// branch's nodes and initializers move into the enclosing graph, its captures become the outer
+/// values they name, and its outputs take the `If` outputs' names (through an Identity when the
+/// branch simply returns an outer value, which must keep its own name).
+fn inline_constant_ifs(g: &mut Graph, names: &mut HashSet<String>) -> bool {
+    let ifs: Vec<(NodeId, bool)> = g
+        .ops()
+        .filter(|(_, _, op)| op.op_type == "If" && op.is_default_domain())
+        .filter_map(|(id, n, _)| {
+            let c = g.constant(n.inputs().first().copied().flatten()?)?;
+            let v = c.to_i64_vec()?;
+            (v.len() == 1).then_some((id, v[0] != 0))
+        })
+        .collect();
+    let mut changed = false;
+    for (id, cond) in ifs {
+        let attr = if cond { "then_branch" } else { "else_branch" };
+        let Some(branch) = g.node(id).op().and_then(|op| op.attr(attr)).and_then(|a| a.graphs().next().cloned()) else { continue };
+        let outer: HashMap<String, ValueId> =
+            g.node(id).implicit_inputs().iter().map(|v| (g.value(*v).name.clone(), *v)).collect();
+        let Ok(order) = branch.topo_order() else { continue };
+        let resolvable = order.iter().all(|&b| match &branch.node(b).kind {
+            NodeKind::Capture => outer.contains_key(&branch.node(b).outputs[0].name),
+            NodeKind::Input { .. } => false,
+            _ => true,
+        });
+        if !resolvable || branch.outputs.len() != g.node(id).outputs.len() {
+            continue;
+        }
+        let mut map: HashMap<ValueId, ValueId> = HashMap::new();
+        let mut copied: HashSet<NodeId> = HashSet::new();
+        for b in order {
+            let bn = branch.node(b);
+            if let NodeKind::Capture = bn.kind {
+                map.insert(ValueId { node: b, output: 0 }, outer[&bn.outputs[0].name]);
+                continue;
+            }
+            let inputs: Vec<Option<ValueId>> = bn.inputs().iter().map(|v| v.map(|v| map[&v])).collect();
+            let mut node = Node::new(bn.name.clone(), bn.kind.clone(), inputs, bn.outputs.clone());
+            node.doc_string = bn.doc_string.clone();
+            node.metadata_props = bn.metadata_props.clone();
+            let nid = g.add_node(node);
+            if !bn.implicit_inputs().is_empty() {
+                let imp: Vec<ValueId> = bn.implicit_inputs().iter().map(|v| map[v]).collect();
+                g.set_implicit_inputs(nid, imp);
+            }
+            copied.insert(nid);
+            for k in 0..bn.outputs.len() {
+                map.insert(ValueId { node: b, output: k }, ValueId { node: nid, output: k });
+            }
+        }
+        for (k, bo) in branch.outputs.iter().enumerate() {
+            let src = map[&bo.value];
+            let if_out = ValueId { node: id, output: k };
+            let if_name = g.value(if_out).name.clone();
+            let if_ty = g.value(if_out).ty.clone();
+            g.value_mut(if_out).name = util::fresh_name(names, &format!("{if_name}__inlined"));
+            let target = if copied.contains(&src.node) && matches!(g.node(src.node).kind, NodeKind::Op(_)) && !g.is_graph_output(src) {
+                g.value_mut(src).name = if_name;
+                src
+            } else {
+                let mut v = crate::ir::Value::named(if_name);
+                v.ty = if_ty.clone();
+                let nid = g.add_node(Node::new(String::new(), NodeKind::Op(crate::ir::Op::new("Identity")), vec![Some(src)], vec![v]));
+                ValueId { node: nid, output: 0 }
+            };
+            if g.value(target).ty.is_none() {
+                g.value_mut(target).ty = if_ty;
+            }
+            g.replace_all_uses(if_out, target, true);
+        }
+        if g.remove_node(id).is_ok() {
+            changed = true;
+        }
+    }
+    changed
+}
+
 /// The foldable operator nodes, in topological order.
 fn region(g: &Graph, excluded: &HashSet<NodeId>) -> Vec<NodeId> {
     let Ok(order) = g.topo_order() else { return vec![] };
@@ -395,6 +475,7 @@ impl Pass for FoldConstants {
             changed |= fold_partial_shapes(&mut model.graph, &facts, &mut names);
         }
         changed |= fold_regions(model, cx, &mut names)?;
+        changed |= inline_constant_ifs(&mut model.graph, &mut names);
         if changed {
             util::remove_dead(&mut model.graph);
         }

@@ -11,7 +11,9 @@ pub mod common_subexpression;
 pub mod fold_constants;
 pub mod fuse_batch_norm;
 pub mod fuse_bias;
+pub mod fuse_pad;
 pub mod fuse_reshapes;
+pub mod fuse_scale;
 pub mod fuse_slices;
 pub mod fuse_transposes;
 pub mod identity;
@@ -108,6 +110,16 @@ pub static PASSES: &[PassInfo] = &[
         name: "fuse-bias",
         summary: "fold a per-channel constant Add into Conv bias; MatMul + Add into Gemm",
         make: || Box::new(fuse_bias::FuseBias),
+    },
+    PassInfo {
+        name: "fuse-scale",
+        summary: "fold a scalar or per-channel constant Mul into Conv/Gemm weights and bias",
+        make: || Box::new(fuse_scale::FuseScale),
+    },
+    PassInfo {
+        name: "fuse-pad",
+        summary: "fold a zero constant Pad on spatial axes into the following Conv's pads",
+        make: || Box::new(fuse_pad::FusePad),
     },
     PassInfo {
         name: "fuse-transposes",
