@@ -39,6 +39,7 @@ pub mod export;
 pub mod import;
 pub mod inputs;
 pub mod passes;
+pub mod quant;
 pub mod ir;
 pub mod verify;
 

@@ -58,8 +58,66 @@ enum Command {
     /// original (exit 1 and nothing written when outputs moved, naming the pass that broke them).
     #[command(after_help = "Examples:\n  onnxopt optimize model.onnx -o model.opt.onnx\n  onnxopt optimize model.onnx -o out.onnx --input-shape x=1,3,224,224 --stats\n  onnxopt optimize model.onnx -o out.onnx --skip fuse-bias --report report.json\n  onnxopt optimize model.onnx -o out.onnx --passes fold-constants,eliminate-dead-code --no-check")]
     Optimize(OptimizeArgs),
+    /// Int8 post-training quantization (QDQ): lossless clean-up, calibration in tract, per-channel
+    /// int8 weights, uint8 activations, then an accuracy report against the float model.
+    #[command(after_help = "Examples:\n  onnxopt quantize model.onnx -o model.int8.onnx --calibration calib.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib/ --method percentile --percentile 99.99 --eval eval.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib.npz --save-table table.json\n  onnxopt quantize model.onnx -o q.onnx --table table.json --exclude-nodes head/Conv")]
+    Quantize(QuantizeArgs),
     /// List every pass with its summary.
     Passes,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    model: PathBuf,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Calibration samples (same formats as verify --inputs). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    calibration: Vec<PathBuf>,
+    /// Calibrate on N seeded random samples instead (only for trying things out: real data
+    /// calibrates far better).
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shape: Vec<String>,
+    /// Range method: minmax, percentile or entropy.
+    #[arg(long, default_value = "minmax", value_parser = ["minmax", "percentile", "entropy"])]
+    method: String,
+    /// Percentile for --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Activation type: uint8 (default, fastest on x86) or int8.
+    #[arg(long, default_value = "uint8", value_parser = ["uint8", "int8"])]
+    activations: String,
+    /// Symmetric activation ranges.
+    #[arg(long)]
+    symmetric: bool,
+    /// Per-tensor instead of per-channel weights.
+    #[arg(long)]
+    per_tensor: bool,
+    /// Ops to quantize, comma-separated (default Conv,Gemm,MatMul).
+    #[arg(long, value_delimiter = ',')]
+    ops: Option<Vec<String>>,
+    #[arg(long, value_delimiter = ',')]
+    exclude_nodes: Vec<String>,
+    #[arg(long, value_delimiter = ',')]
+    exclude_ops: Vec<String>,
+    /// Save the calibration table (JSON).
+    #[arg(long, value_name = "FILE", conflicts_with = "table")]
+    save_table: Option<PathBuf>,
+    /// Reuse a saved calibration table instead of calibrating.
+    #[arg(long, value_name = "FILE")]
+    table: Option<PathBuf>,
+    /// Held-out samples for the accuracy report (default: the calibration samples).
+    #[arg(long, value_name = "PATH")]
+    eval: Vec<PathBuf>,
+    /// Write the quantization report (JSON).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    #[arg(long)]
+    in_place: bool,
 }
 
 #[derive(Args)]
@@ -258,6 +316,7 @@ fn run(args: Cli) -> Result<ExitCode> {
         }
         Command::Verify(a) => return verify(a),
         Command::Optimize(a) => return optimize(a),
+        Command::Quantize(a) => return quantize(a),
         Command::Passes => {
             let w = onnxopt::passes::PASSES.iter().map(|p| p.name.len()).max().unwrap_or(0);
             for p in onnxopt::passes::PASSES {
@@ -406,4 +465,85 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         );
     }
     Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
+    use onnxopt::quant::{self, calib::Method, params::ActType, QuantOptions};
+    use onnxopt::verify::{compare_models, compare::render, CompareOptions, Tolerance};
+    cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
+    let (mut original, _) = cli::load(&a.model)?;
+    let input_shapes = a.input_shape.iter().map(|s| onnxopt::inputs::parse_shape_flag(s)).collect::<Result<Vec<_>, _>>()?;
+    onnxopt::optimize::fix_input_shapes(&mut original, &input_shapes);
+    let oopts = onnxopt::optimize::OptimizeOptions { input_shapes: input_shapes.clone(), ..Default::default() };
+    let (float, _, _) = onnxopt::optimize::run_passes(&original, &oopts)?;
+    let mut opts = QuantOptions {
+        activations: if a.activations == "int8" { ActType::I8 } else { ActType::U8 },
+        symmetric: a.symmetric,
+        per_channel: !a.per_tensor,
+        exclude_nodes: a.exclude_nodes.clone(),
+        exclude_ops: a.exclude_ops.clone(),
+        ..QuantOptions::default()
+    };
+    if let Some(ops) = &a.ops {
+        opts.ops = ops.clone();
+    }
+    let sample_args = |paths: &[PathBuf], random: Option<usize>| cli::SampleArgs {
+        inputs: paths.to_vec(),
+        random,
+        seed: a.seed,
+        input_shapes: a.input_shape.clone(),
+        ..Default::default()
+    };
+    let calibration = if a.calibration.is_empty() && a.random.is_none() && a.table.is_none() {
+        anyhow::bail!("give --calibration PATH (or --table FILE, or --random N to try things out)");
+    } else if a.calibration.is_empty() && a.table.is_none() {
+        cli::samples(&original, &sample_args(&[], a.random), 8)?
+    } else if !a.calibration.is_empty() {
+        cli::samples(&original, &sample_args(&a.calibration, a.random), 0)?
+    } else {
+        Vec::new()
+    };
+    let table = match &a.table {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("'{}' is not a calibration table", p.display()))?
+        }
+        None => {
+            let method = match a.method.as_str() {
+                "percentile" => Method::Percentile(a.percentile),
+                "entropy" => Method::Entropy,
+                _ => Method::MinMax,
+            };
+            quant::calibrate(&float, &calibration, method, &opts).context("calibration in tract failed")?
+        }
+    };
+    if let Some(p) = &a.save_table {
+        std::fs::write(p, serde_json::to_string_pretty(&table)?).with_context(|| format!("writing '{}'", p.display()))?;
+    }
+    let (q, mut report) = quant::insert_qdq(&float, &table, &opts)?;
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    let eval = if a.eval.is_empty() { calibration.clone() } else { cli::samples(&original, &sample_args(&a.eval, None), 0)? };
+    if !eval.is_empty() {
+        let r = compare_models(&original, &q, &eval, &Tolerance { atol: 0.0, rtol: 0.0, min_cosine: Some(0.0) }, &CompareOptions::default())
+            .context("evaluating the quantized model in tract")?;
+        out!("accuracy vs the float model on {} {} sample(s):", eval.len(), if a.eval.is_empty() { "calibration" } else { "eval" });
+        outp!("{}", render(&r));
+        let worst = quant::measure_sqnr(&float, &q, &mut report, &eval).unwrap_or_default();
+        if !worst.is_empty() {
+            out!("lowest SQNR (dB) of quantized tensors:");
+            for (name, db) in worst.iter().take(5) {
+                out!("  {db:>7.1}  {name}");
+            }
+        }
+    }
+    out!("quantized {} node(s), kept {} in float", report.quantized_nodes.len(), report.skipped.len());
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{}'", p.display()))?;
+    }
+    let saved = onnxopt::export::save(&q, &a.output, DataPolicy::Keep).with_context(|| format!("writing '{}'", a.output.display()))?;
+    let before = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
+    out!("wrote {} ({} bytes; float input {} bytes)", a.output.display(), saved.model_bytes, before);
+    Ok(ExitCode::SUCCESS)
 }

@@ -55,20 +55,54 @@ pub fn pipeline(opts: &OptimizeOptions) -> Result<Vec<passes::Step>, PassError> 
     Ok(if opts.passes.is_none() && opts.skip.is_empty() { pipelines::lossless() } else { pipelines::of(names) })
 }
 
-/// Writes `--input-shape` dims into the declared input types. Passes may specialise the graph to
-/// those dims (folding `Shape`), so the output model must say it only accepts them.
+/// Writes `--input-shape` dims into the declared input types, and binds the symbols they replace
+/// (`batch` = 1) in every other declared type, so no `value_info` still says `batch`. Passes may
+/// specialise the graph to those dims (folding `Shape`), so the output must say it only accepts them.
 pub fn fix_input_shapes(m: &mut Model, shapes: &[(String, Vec<i64>)]) {
+    use crate::ir::{Dim, TypeKind};
     let g = &mut m.graph;
+    let mut bindings: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for &i in g.inputs().to_vec().iter() {
         let v = &mut g.node_mut(i).outputs[0];
         if let Some((_, dims)) = shapes.iter().find(|(n, _)| *n == v.name) {
-            if let Some(crate::ir::TypeKind::Tensor { elem, .. }) = v.ty.as_ref().map(|t| t.kind.clone()) {
+            if let Some(TypeKind::Tensor { elem, shape }) = v.ty.as_ref().map(|t| t.kind.clone()) {
+                for (d, &fixed) in shape.iter().flatten().zip(dims) {
+                    if let Dim::Symbol(s) = &d.dim {
+                        bindings.insert(s.clone(), fixed);
+                    }
+                }
                 let denotation = v.ty.as_ref().map(|t| t.denotation.clone()).unwrap_or_default();
                 let mut ty = crate::ir::Type::tensor(elem, dims);
                 ty.denotation = denotation;
                 v.ty = Some(ty);
             }
         }
+    }
+    if bindings.is_empty() {
+        return;
+    }
+    let bind = |ty: &mut Option<crate::ir::Type>| {
+        if let Some(TypeKind::Tensor { shape: Some(dims), .. }) = ty.as_mut().map(|t| &mut t.kind) {
+            for d in dims.iter_mut() {
+                if let Dim::Symbol(s) = &d.dim {
+                    if let Some(&v) = bindings.get(s) {
+                        d.dim = Dim::Fixed(v);
+                    }
+                }
+            }
+        }
+    };
+    let ids: Vec<_> = g.node_ids().collect();
+    for id in ids {
+        for v in g.node_mut(id).outputs.iter_mut() {
+            bind(&mut v.ty);
+        }
+    }
+    for o in g.outputs.iter_mut() {
+        bind(&mut o.ty);
+    }
+    for v in g.extra_value_info.iter_mut() {
+        bind(&mut v.ty);
     }
 }
 

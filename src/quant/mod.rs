@@ -1,0 +1,355 @@
+//! Int8 post-training quantization in QDQ form: calibrate ([`calib`]), turn ranges into scales and
+//! zero points ([`params`]), insert QuantizeLinear/DequantizeLinear ([`insert_qdq`]).
+//!
+//! Policy (this version): Conv, Gemm and MatMul with a constant float weight are quantized — the
+//! activation input and the output per tensor (one Q→DQ pair per value, shared by every quantized
+//! consumer), the weight per output channel (int8, symmetric, stored quantized so the file shrinks),
+//! the bias as int32 with `scale = s_x·s_w` and zero point 0. Values produced or read by Softmax are
+//! never quantized (tract mis-evaluates DQ→Softmax→Q→DQ, and Softmax is precision-sensitive).
+//! Per-channel DequantizeLinear needs opset ≥ 13; older models get per-tensor weights, and models
+//! below opset 10 (no QuantizeLinear at all) are refused.
+
+pub mod calib;
+pub mod params;
+
+use crate::ir::{AttrValue, Attribute, DataType, Graph, Model, Node, NodeId, NodeKind, Op, Tensor, Value, ValueId};
+use crate::passes::util;
+use calib::CalibrationTable;
+use params::{ActType, QParams};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    #[error("the model imports opset {0} of the default domain; QuantizeLinear needs opset 10 or newer")]
+    OpsetTooOld(i64),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct QuantOptions {
+    pub activations: ActType,
+    pub symmetric: bool,
+    pub per_channel: bool,
+    pub ops: Vec<String>,
+    pub exclude_nodes: Vec<String>,
+    pub exclude_ops: Vec<String>,
+}
+
+impl Default for QuantOptions {
+    /// uint8 asymmetric activations with int8 symmetric per-channel weights: the combination x86
+    /// CPUs run fastest (VNNI/AVX2 u8×s8 dot products) and onnxruntime fuses into QLinear kernels.
+    fn default() -> Self {
+        QuantOptions {
+            activations: ActType::U8,
+            symmetric: false,
+            per_channel: true,
+            ops: vec!["Conv".into(), "Gemm".into(), "MatMul".into()],
+            exclude_nodes: vec![],
+            exclude_ops: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivationParams {
+    pub value: String,
+    pub scale: f32,
+    pub zero_point: i32,
+    pub dequantized: String,
+    /// SQNR (dB) of the dequantized vs the float value on the evaluation samples, when measured.
+    pub sqnr_db: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct QuantReport {
+    pub quantized_nodes: Vec<String>,
+    /// `(node, reason)` for every candidate left in float.
+    pub skipped: Vec<(String, String)>,
+    /// Quantized activations, with their parameters and the name of their dequantized twin.
+    pub activations: Vec<ActivationParams>,
+    pub per_channel: bool,
+    pub notes: Vec<String>,
+}
+
+/// The values calibration must observe: inputs and outputs of every candidate node.
+pub fn values_to_calibrate(model: &Model, opts: &QuantOptions) -> Vec<String> {
+    let g = &model.graph;
+    let mut out = Vec::new();
+    for (id, n, op) in g.ops() {
+        if candidate(g, id, opts).is_ok() {
+            for v in [n.inputs().first().copied().flatten(), Some(ValueId { node: id, output: 0 })].into_iter().flatten() {
+                let name = g.value(v).name.clone();
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        let _ = op;
+    }
+    out
+}
+
+fn is_softmax(g: &Graph, v: ValueId) -> bool {
+    let produced = g.node(v.node).op().is_some_and(|o| o.op_type == "Softmax");
+    produced || g.uses(v).iter().any(|(c, _)| g.node(*c).op().is_some_and(|o| o.op_type == "Softmax"))
+}
+
+/// Whether node `id` is quantizable, or why not.
+fn candidate(g: &Graph, id: NodeId, opts: &QuantOptions) -> Result<(), String> {
+    let n = g.node(id);
+    let op = n.op().ok_or("not an operator")?;
+    if !op.is_default_domain() || !opts.ops.contains(&op.op_type) {
+        return Err("op not in the quantization policy".into());
+    }
+    if opts.exclude_ops.contains(&op.op_type) || opts.exclude_nodes.iter().any(|e| e == &n.name) {
+        return Err("excluded by the user".into());
+    }
+    let x = n.inputs().first().copied().flatten().ok_or("no input")?;
+    let w = n.inputs().get(1).copied().flatten().ok_or("no weight")?;
+    let wt = g.constant(w).ok_or("weight is not a constant")?;
+    if wt.dtype != DataType::FLOAT {
+        return Err("weight is not float".into());
+    }
+    let rank_ok = match op.op_type.as_str() {
+        "Conv" => wt.dims.len() >= 3,
+        _ => wt.dims.len() == 2,
+    };
+    if !rank_ok {
+        return Err(format!("weight shape {:?} not supported", wt.dims));
+    }
+    if op.op_type == "Gemm" && (util::attr_int(n, "transA", 0) != 0 || util::attr_float(n, "alpha", 1.0) != 1.0 || util::attr_float(n, "beta", 1.0) != 1.0) {
+        return Err("Gemm with transA, alpha or beta".into());
+    }
+    if is_softmax(g, x) || is_softmax(g, ValueId { node: id, output: 0 }) {
+        return Err("next to a Softmax (kept in float)".into());
+    }
+    Ok(())
+}
+
+struct Inserter<'a> {
+    names: HashSet<String>,
+    table: &'a CalibrationTable,
+    opts: &'a QuantOptions,
+    /// Value → its dequantized twin.
+    dq: HashMap<ValueId, (ValueId, QParams)>,
+    report: QuantReport,
+}
+
+impl Inserter<'_> {
+    fn init(&mut self, g: &mut Graph, base: &str, t: Tensor) -> ValueId {
+        let name = util::fresh_name(&mut self.names, base);
+        util::add_initializer(g, &name, t)
+    }
+
+    fn node(&mut self, g: &mut Graph, op: &str, name: &str, inputs: Vec<Option<ValueId>>, attrs: Vec<Attribute>, out: &str) -> ValueId {
+        let mut o = Op::new(op);
+        o.attributes = attrs;
+        let out_name = util::fresh_name(&mut self.names, out);
+        let node_name = util::fresh_name(&mut self.names, name);
+        let id = g.add_node(Node::new(node_name, NodeKind::Op(o), inputs, vec![Value::named(out_name)]));
+        ValueId { node: id, output: 0 }
+    }
+
+    /// The shared Q→DQ pair of an activation value (created on first use).
+    fn activation(&mut self, g: &mut Graph, v: ValueId) -> Option<(ValueId, QParams)> {
+        if let Some(&r) = self.dq.get(&v) {
+            return Some(r);
+        }
+        let name = g.value(v).name.clone();
+        let range = *self.table.ranges.get(&name)?;
+        let p = params::activation(range, self.opts.activations, self.opts.symmetric);
+        let scale = self.init(g, &format!("{name}_scale"), Tensor::from_f32(vec![], &[p.scale]));
+        let zp = self.init(g, &format!("{name}_zero_point"), params::zero_point_tensor(self.opts.activations, &[p.zero_point], vec![]));
+        let q = self.node(g, "QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![Some(v), Some(scale), Some(zp)], vec![], &format!("{name}_quantized"));
+        let d = self.node(g, "DequantizeLinear", &format!("{name}_DequantizeLinear"), vec![Some(q), Some(scale), Some(zp)], vec![], &format!("{name}_dequantized"));
+        let dequantized = g.value(d).name.clone();
+        self.report.activations.push(ActivationParams { value: name, scale: p.scale, zero_point: p.zero_point, dequantized, sqnr_db: None });
+        self.dq.insert(v, (d, p));
+        Some((d, p))
+    }
+
+    fn quantize_node(&mut self, g: &mut Graph, id: NodeId) -> Result<(), String> {
+        let n = g.node(id).clone();
+        let op = n.op().unwrap().op_type.clone();
+        let x = n.inputs()[0].unwrap();
+        let wv = n.inputs()[1].unwrap();
+        let y = ValueId { node: id, output: 0 };
+        let xname = g.value(x).name.clone();
+        if !self.table.ranges.contains_key(&xname) {
+            return Err(format!("no calibration range for input '{xname}'"));
+        }
+        let w = g.constant(wv).unwrap().clone();
+        let wvals = w.to_f32_vec().ok_or("undecodable weight")?;
+        // Output channels: Conv axis 0; Gemm axis 0 with transB else 1; MatMul axis 1.
+        let axis = match op.as_str() {
+            "Conv" => 0,
+            "Gemm" if util::attr_int(&n, "transB", 0) == 1 => 0,
+            _ => 1,
+        };
+        let wq = params::quantize_weight(&wvals, &w.dims, axis, self.opts.per_channel);
+        let (xdq, xp) = self.activation(g, x).ok_or("no calibration range for the input")?;
+        let wname = g.value(wv).name.clone();
+        let q_init = self.init(g, &format!("{wname}_quantized"), Tensor::from_raw(DataType::INT8, w.dims.clone(), wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>()));
+        let nscales = wq.scales.len();
+        let scale_dims = if self.opts.per_channel { vec![nscales as i64] } else { vec![] };
+        let s_init = self.init(g, &format!("{wname}_scale"), Tensor::from_f32(scale_dims.clone(), &wq.scales));
+        let z_init = self.init(g, &format!("{wname}_zero_point"), Tensor::from_raw(DataType::INT8, scale_dims.clone(), vec![0u8; if self.opts.per_channel { nscales } else { 1 }]));
+        let attrs = if self.opts.per_channel { vec![Attribute::new("axis", AttrValue::Int(axis as i64))] } else { vec![] };
+        let wdq = self.node(g, "DequantizeLinear", &format!("{wname}_DequantizeLinear"), vec![Some(q_init), Some(s_init), Some(z_init)], attrs, &format!("{wname}_dequantized"));
+        g.set_input(id, 0, Some(xdq));
+        g.set_input(id, 1, Some(wdq));
+        // Bias: int32 with scale s_x·s_w, when it is a constant 1-D float vector.
+        if let Some(bv) = n.inputs().get(2).copied().flatten() {
+            if let Some(b) = g.constant(bv).filter(|b| b.dtype == DataType::FLOAT && b.dims.len() == 1).cloned() {
+                let bvals = b.to_f32_vec().unwrap();
+                let scales: Vec<f32> = (0..bvals.len()).map(|c| xp.scale * wq.scales[if self.opts.per_channel { c.min(nscales - 1) } else { 0 }]).collect();
+                let q: Vec<i32> = bvals.iter().zip(&scales).map(|(v, s)| if *s > 0.0 { (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32 } else { 0 }).collect();
+                let bname = g.value(bv).name.clone();
+                let bq = self.init(g, &format!("{bname}_quantized"), Tensor::from_raw(DataType::INT32, b.dims.clone(), q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+                // Per-channel weights give one bias scale per channel (axis 0, opset ≥ 13); a
+                // per-tensor weight gives one scale for the whole bias.
+                let (bs, bz, battrs) = if self.opts.per_channel {
+                    (
+                        self.init(g, &format!("{bname}_scale"), Tensor::from_f32(b.dims.clone(), &scales)),
+                        self.init(g, &format!("{bname}_zero_point"), Tensor::from_raw(DataType::INT32, b.dims.clone(), vec![0u8; 4 * bvals.len()])),
+                        vec![Attribute::new("axis", AttrValue::Int(0))],
+                    )
+                } else {
+                    (
+                        self.init(g, &format!("{bname}_scale"), Tensor::from_f32(vec![], &scales[..1])),
+                        self.init(g, &format!("{bname}_zero_point"), Tensor::from_raw(DataType::INT32, vec![], vec![0u8; 4])),
+                        vec![],
+                    )
+                };
+                let bdq = self.node(g, "DequantizeLinear", &format!("{bname}_DequantizeLinear"), vec![Some(bq), Some(bs), Some(bz)], battrs, &format!("{bname}_dequantized"));
+                g.set_input(id, 2, Some(bdq));
+            }
+        }
+        // Output: consumers read the dequantized twin (graph outputs stay float).
+        let yname = g.value(y).name.clone();
+        if self.table.ranges.contains_key(&yname) && !g.uses(y).is_empty() && g.uses(y).iter().all(|(_, s)| s.is_some()) {
+            let consumers = g.uses(y);
+            if let Some((ydq, _)) = self.activation(g, y) {
+                let qnode = g.node(ydq.node).inputs()[0].unwrap().node;
+                for (c, slot) in consumers {
+                    if c != qnode {
+                        g.set_input(c, slot.unwrap(), Some(ydq));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Inserts QDQ around every candidate node of the main graph, using the calibrated ranges.
+pub fn insert_qdq(model: &Model, table: &CalibrationTable, opts: &QuantOptions) -> Result<(Model, QuantReport), QuantError> {
+    let opset = model.opset("").unwrap_or(1);
+    if opset < 10 {
+        return Err(QuantError::OpsetTooOld(opset));
+    }
+    let mut opts = opts.clone();
+    let mut notes = Vec::new();
+    if opset < 13 && opts.per_channel {
+        opts.per_channel = false;
+        notes.push(format!("opset {opset} < 13 has no per-axis DequantizeLinear: weights are quantized per tensor"));
+    }
+    let mut m = model.clone();
+    let g = &mut m.graph;
+    let mut ins = Inserter { names: util::all_names(g), table, opts: &opts, dq: HashMap::new(), report: QuantReport::default() };
+    let order = g.topo_order().map_err(|e| QuantError::Other(e.to_string()))?;
+    for id in order {
+        if g.node(id).op().is_none() {
+            continue;
+        }
+        let label = g.node(id).display_name().to_string();
+        match candidate(g, id, &opts) {
+            Err(why) => {
+                if opts.ops.iter().any(|o| g.node(id).op_type() == o) {
+                    ins.report.skipped.push((label, why));
+                }
+            }
+            Ok(()) => match ins.quantize_node(g, id) {
+                Ok(()) => ins.report.quantized_nodes.push(label),
+                Err(why) => ins.report.skipped.push((label, why)),
+            },
+        }
+    }
+    util::remove_dead(g);
+    let mut report = ins.report;
+    report.per_channel = opts.per_channel;
+    report.notes = notes;
+    crate::ir::validate::validate(&m).map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
+    Ok((m, report))
+}
+
+/// Calibrates the values `opts` would quantize on the samples.
+pub fn calibrate(
+    model: &Model,
+    samples: &[crate::inputs::Sample],
+    method: calib::Method,
+    opts: &QuantOptions,
+) -> Result<CalibrationTable, crate::verify::RunError> {
+    let values = values_to_calibrate(model, opts);
+    let stats = calib::collect(model, &values, samples)?;
+    Ok(CalibrationTable {
+        method: format!("{method:?}"),
+        samples: samples.len(),
+        ranges: stats.iter().map(|(k, s)| (k.clone(), s.range_for(method))).collect(),
+    })
+}
+
+/// Fills `sqnr_db` for every quantized activation: the float model's value against the quantized
+/// model's dequantized twin, over the samples; returns them worst first.
+pub fn measure_sqnr(
+    float: &Model,
+    quantized: &Model,
+    report: &mut QuantReport,
+    samples: &[crate::inputs::Sample],
+) -> Result<Vec<(String, f64)>, crate::verify::RunError> {
+    let expose = |m: &Model, names: Vec<&str>| -> Model {
+        let mut m = m.clone();
+        m.graph.outputs.clear();
+        for n in names {
+            if let Some(v) = m.graph.find_value(n) {
+                m.graph.outputs.push(crate::ir::GraphOutput { value: v, ty: None, doc_string: String::new(), metadata_props: vec![] });
+            }
+        }
+        m
+    };
+    let acts: Vec<&ActivationParams> = report.activations.iter().filter(|a| float.graph.find_value(&a.value).is_some()).collect();
+    if acts.is_empty() || samples.is_empty() {
+        return Ok(vec![]);
+    }
+    let f = expose(float, acts.iter().map(|a| a.value.as_str()).collect());
+    let q = expose(quantized, acts.iter().map(|a| a.dequantized.as_str()).collect());
+    let rf = crate::verify::Runner::from_model(&f, &samples[0].inputs)?;
+    let rq = crate::verify::Runner::from_model(&q, &samples[0].inputs)?;
+    let mut signal = vec![0.0f64; acts.len()];
+    let mut noise = vec![0.0f64; acts.len()];
+    for s in samples {
+        let a = rf.run(&s.inputs)?;
+        let b = rq.run(&s.inputs)?;
+        for k in 0..acts.len() {
+            if let (Some(x), Some(y)) = (a[k].to_f32_vec(), b[k].to_f32_vec()) {
+                for (u, v) in x.iter().zip(&y) {
+                    signal[k] += (*u as f64).powi(2);
+                    noise[k] += (*u as f64 - *v as f64).powi(2);
+                }
+            }
+        }
+    }
+    let names: Vec<String> = acts.iter().map(|a| a.value.clone()).collect();
+    let mut out = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let db = if noise[k] > 0.0 { 10.0 * (signal[k] / noise[k]).log10() } else { f64::INFINITY };
+        if let Some(a) = report.activations.iter_mut().find(|a| &a.value == name) {
+            a.sqnr_db = db.is_finite().then_some(db);
+        }
+        out.push((name.clone(), db));
+    }
+    out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+    Ok(out)
+}
