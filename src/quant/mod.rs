@@ -79,7 +79,8 @@ pub fn values_to_calibrate(model: &Model, opts: &QuantOptions) -> Vec<String> {
     let mut out = Vec::new();
     for (id, n, op) in g.ops() {
         if candidate(g, id, opts).is_ok() {
-            for v in [n.inputs().first().copied().flatten(), Some(ValueId { node: id, output: 0 })].into_iter().flatten() {
+            let after = output_value(g, ValueId { node: id, output: 0 });
+            for v in [n.inputs().first().copied().flatten(), Some(after)].into_iter().flatten() {
                 let name = g.value(v).name.clone();
                 if !out.contains(&name) {
                     out.push(name);
@@ -89,6 +90,19 @@ pub fn values_to_calibrate(model: &Model, opts: &QuantOptions) -> Vec<String> {
         let _ = op;
     }
     out
+}
+
+/// The value whose QDQ follows a quantized node: its output, or the output of a Relu/Clip that is
+/// the output's only reader (the activation's range absorbs it; with uint8 and a zero point of 0
+/// runtimes drop the Relu entirely).
+fn output_value(g: &Graph, y: ValueId) -> ValueId {
+    if let Some((c, 0)) = util::single_use(g, y) {
+        let cn = g.node(c);
+        if cn.op().is_some_and(|o| o.is_default_domain() && (o.op_type == "Relu" || o.op_type == "Clip")) {
+            return ValueId { node: c, output: 0 };
+        }
+    }
+    y
 }
 
 fn is_softmax(g: &Graph, v: ValueId) -> bool {
@@ -134,6 +148,8 @@ struct Inserter<'a> {
     opts: &'a QuantOptions,
     /// Value → its dequantized twin.
     dq: HashMap<ValueId, (ValueId, QParams)>,
+    /// Dequantized twins → their parameters (a consumer may already read one).
+    twins: HashMap<ValueId, QParams>,
     report: QuantReport,
 }
 
@@ -167,6 +183,7 @@ impl Inserter<'_> {
         let dequantized = g.value(d).name.clone();
         self.report.activations.push(ActivationParams { value: name, scale: p.scale, zero_point: p.zero_point, dequantized, sqnr_db: None });
         self.dq.insert(v, (d, p));
+        self.twins.insert(d, p);
         Some((d, p))
     }
 
@@ -177,7 +194,7 @@ impl Inserter<'_> {
         let wv = n.inputs()[1].unwrap();
         let y = ValueId { node: id, output: 0 };
         let xname = g.value(x).name.clone();
-        if !self.table.ranges.contains_key(&xname) {
+        if !self.twins.contains_key(&x) && !self.table.ranges.contains_key(&xname) {
             return Err(format!("no calibration range for input '{xname}'"));
         }
         let w = g.constant(wv).unwrap().clone();
@@ -189,7 +206,10 @@ impl Inserter<'_> {
             _ => 1,
         };
         let wq = params::quantize_weight(&wvals, &w.dims, axis, self.opts.per_channel);
-        let (xdq, xp) = self.activation(g, x).ok_or("no calibration range for the input")?;
+        let (xdq, xp) = match self.twins.get(&x) {
+            Some(&p) => (x, p),
+            None => self.activation(g, x).ok_or("no calibration range for the input")?,
+        };
         let wname = g.value(wv).name.clone();
         let q_init = self.init(g, &format!("{wname}_quantized"), Tensor::from_raw(DataType::INT8, w.dims.clone(), wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>()));
         let nscales = wq.scales.len();
@@ -227,7 +247,9 @@ impl Inserter<'_> {
                 g.set_input(id, 2, Some(bdq));
             }
         }
-        // Output: consumers read the dequantized twin (graph outputs stay float).
+        // Output (after an absorbed Relu/Clip): consumers read the dequantized twin (graph outputs
+        // stay float).
+        let y = output_value(g, y);
         let yname = g.value(y).name.clone();
         if self.table.ranges.contains_key(&yname) && !g.uses(y).is_empty() && g.uses(y).iter().all(|(_, s)| s.is_some()) {
             let consumers = g.uses(y);
@@ -258,7 +280,7 @@ pub fn insert_qdq(model: &Model, table: &CalibrationTable, opts: &QuantOptions) 
     }
     let mut m = model.clone();
     let g = &mut m.graph;
-    let mut ins = Inserter { names: util::all_names(g), table, opts: &opts, dq: HashMap::new(), report: QuantReport::default() };
+    let mut ins = Inserter { names: util::all_names(g), table, opts: &opts, dq: HashMap::new(), twins: HashMap::new(), report: QuantReport::default() };
     let order = g.topo_order().map_err(|e| QuantError::Other(e.to_string()))?;
     for id in order {
         if g.node(id).op().is_none() {
