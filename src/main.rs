@@ -110,6 +110,10 @@ struct QuantizeArgs {
     /// Reuse a saved calibration table instead of calibrating.
     #[arg(long, value_name = "FILE")]
     table: Option<PathBuf>,
+    /// Dynamic quantization of MatMuls (int8 weights, activations quantized at run time): no
+    /// calibration; the accuracy report uses --eval, else 4 seeded random samples.
+    #[arg(long, conflicts_with_all = ["table", "save_table", "calibration"])]
+    dynamic: bool,
     /// Held-out samples for the accuracy report (default: the calibration samples).
     #[arg(long, value_name = "PATH")]
     eval: Vec<PathBuf>,
@@ -494,7 +498,9 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         input_shapes: a.input_shape.clone(),
         ..Default::default()
     };
-    let calibration = if a.calibration.is_empty() && a.random.is_none() && a.table.is_none() {
+    let calibration = if a.dynamic {
+        Vec::new()
+    } else if a.calibration.is_empty() && a.random.is_none() && a.table.is_none() {
         anyhow::bail!("give --calibration PATH (or --table FILE, or --random N to try things out)");
     } else if a.calibration.is_empty() && a.table.is_none() {
         cli::samples(&original, &sample_args(&[], a.random), 8)?
@@ -504,6 +510,7 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         Vec::new()
     };
     let table = match &a.table {
+        _ if a.dynamic => Default::default(),
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("'{}' is not a calibration table", p.display()))?
@@ -520,15 +527,22 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     if let Some(p) = &a.save_table {
         std::fs::write(p, serde_json::to_string_pretty(&table)?).with_context(|| format!("writing '{}'", p.display()))?;
     }
-    let (q, mut report) = quant::insert_qdq(&float, &table, &opts)?;
+    let (q, mut report) = if a.dynamic { quant::dynamic(&float, &opts)? } else { quant::insert_qdq(&float, &table, &opts)? };
     for n in &report.notes {
         eprintln!("note: {n}");
     }
-    let eval = if a.eval.is_empty() { calibration.clone() } else { cli::samples(&original, &sample_args(&a.eval, None), 0)? };
+    let eval = if !a.eval.is_empty() {
+        cli::samples(&original, &sample_args(&a.eval, None), 0)?
+    } else if a.dynamic {
+        cli::samples(&original, &sample_args(&[], Some(a.random.unwrap_or(4))), 4)?
+    } else {
+        calibration.clone()
+    };
     if !eval.is_empty() {
         let r = compare_models(&original, &q, &eval, &Tolerance { atol: 0.0, rtol: 0.0, min_cosine: Some(0.0) }, &CompareOptions::default())
             .context("evaluating the quantized model in tract")?;
-        out!("accuracy vs the float model on {} {} sample(s):", eval.len(), if a.eval.is_empty() { "calibration" } else { "eval" });
+        let kind = if !a.eval.is_empty() { "eval" } else if a.dynamic { "random" } else { "calibration" };
+        out!("accuracy vs the float model on {} {kind} sample(s):", eval.len());
         outp!("{}", render(&r));
         let worst = quant::measure_sqnr(&float, &q, &mut report, &eval).unwrap_or_default();
         if !worst.is_empty() {

@@ -124,3 +124,21 @@ fn old_opsets_fall_back_or_are_refused() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("--calibration"), "{:?}", text(&o));
 }
+
+#[test]
+fn dynamic_mode_on_the_transformer() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.dyn.onnx");
+    let f = fixture("transformer.onnx");
+    let o = run(&["quantize", f.to_str().unwrap(), "-o", out.to_str().unwrap(), "--dynamic"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("quantized 4 node(s)"), "{stdout}");
+    let ops = ops_of(&out);
+    assert_eq!(ops["MatMulInteger"], 4, "{ops}");
+    assert_eq!(ops["DynamicQuantizeLinear"], 2, "q/k/v share one (their input is shared): {ops}");
+    assert!(cosine(&f, &out, &["--random", "3", "--seed", "7"]) > 0.99);
+    // No calibration flags with --dynamic.
+    let o = run(&["quantize", f.to_str().unwrap(), "-o", out.to_str().unwrap(), "--dynamic", "--table", "t.json"]);
+    assert_eq!(o.status.code(), Some(2));
+}

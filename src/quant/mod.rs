@@ -375,3 +375,88 @@ pub fn measure_sqnr(
     out.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
     Ok(out)
 }
+
+/// Dynamic quantization of MatMul (and Gemm, with its bias added after) with a constant 2-D float weight, for MatMul-heavy (transformer)
+/// models, no calibration: `MatMul(x, W) → Mul(Cast(MatMulInteger(q, W_q, zp)), s_x·s_W)` where
+/// `(q, s_x, zp) = DynamicQuantizeLinear(x)` computes uint8 activations and their scale at run
+/// time, and `W_q` is int8 symmetric per output column (`s_W` has one scale per column, so the
+/// product of scales broadcasts along the last axis). MatMuls next to a Softmax stay float.
+pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport), QuantError> {
+    let opset = model.opset("").unwrap_or(1);
+    if opset < 11 {
+        return Err(QuantError::Other(format!(
+            "dynamic quantization needs opset 11 (DynamicQuantizeLinear); the model imports {opset}"
+        )));
+    }
+    let mut m = model.clone();
+    let g = &mut m.graph;
+    let table = CalibrationTable::default();
+    let mut ins = Inserter { names: util::all_names(g), table: &table, opts, dq: HashMap::new(), twins: HashMap::new(), report: QuantReport::default() };
+    let order = g.topo_order().map_err(|e| QuantError::Other(e.to_string()))?;
+    let mut dql: HashMap<ValueId, (ValueId, ValueId, ValueId)> = HashMap::new();
+    for id in order {
+        let n = g.node(id);
+        let is_gemm = n.op().map(|o| o.op_type.as_str()) == Some("Gemm");
+        if n.op().map(|o| o.op_type.as_str()) != Some("MatMul") && !is_gemm {
+            continue;
+        }
+        let label = n.display_name().to_string();
+        let dyn_opts = QuantOptions { ops: vec!["MatMul".into(), "Gemm".into()], ..opts.clone() };
+        if let Err(why) = candidate(g, id, &dyn_opts) {
+            ins.report.skipped.push((label, why));
+            continue;
+        }
+        let x = n.inputs()[0].unwrap();
+        let wv = n.inputs()[1].unwrap();
+        let mut w = g.constant(wv).unwrap().clone();
+        let bias = if is_gemm { n.inputs().get(2).copied().flatten() } else { None };
+        if is_gemm && util::attr_int(n, "transB", 0) == 1 {
+            // MatMulInteger takes B as [K, N]: store the transpose.
+            let (rows, cols) = (w.dims[0] as usize, w.dims[1] as usize);
+            let v = w.to_f32_vec().unwrap();
+            let t: Vec<f32> = (0..cols * rows).map(|i| v[(i % rows) * cols + i / rows]).collect();
+            w = Tensor::from_f32(vec![cols as i64, rows as i64], &t);
+        }
+        let wq = params::quantize_weight(&w.to_f32_vec().unwrap(), &w.dims, 1, true);
+        let xname = g.value(x).name.clone();
+        let (xq, xs, xz) = match dql.get(&x) {
+            Some(&t) => t,
+            None => {
+                let mut o = Op::new("DynamicQuantizeLinear");
+                o.attributes = vec![];
+                let outs: Vec<Value> = ["quantized", "scale", "zero_point"]
+                    .iter()
+                    .map(|s| Value::named(util::fresh_name(&mut ins.names, &format!("{xname}_{s}"))))
+                    .collect();
+                let node_name = util::fresh_name(&mut ins.names, &format!("{xname}_DynamicQuantizeLinear"));
+                let d = g.add_node(Node::new(node_name, NodeKind::Op(o), vec![Some(x)], outs));
+                let t = (ValueId { node: d, output: 0 }, ValueId { node: d, output: 1 }, ValueId { node: d, output: 2 });
+                dql.insert(x, t);
+                t
+            }
+        };
+        let wname = g.value(wv).name.clone();
+        let wq_init = ins.init(g, &format!("{wname}_quantized"), Tensor::from_raw(DataType::INT8, w.dims.clone(), wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>()));
+        let ws = ins.init(g, &format!("{wname}_scale"), Tensor::from_f32(vec![wq.scales.len() as i64], &wq.scales));
+        let mmi = ins.node(g, "MatMulInteger", &format!("{label}_MatMulInteger"), vec![Some(xq), Some(wq_init), Some(xz)], vec![], &format!("{label}_int32"));
+        let cast = ins.node(g, "Cast", &format!("{label}_Cast"), vec![Some(mmi)], vec![Attribute::new("to", AttrValue::Int(DataType::FLOAT.0 as i64))], &format!("{label}_float"));
+        let scale = ins.node(g, "Mul", &format!("{label}_scale_Mul"), vec![Some(xs), Some(ws)], vec![], &format!("{label}_scale"));
+        let y = ValueId { node: id, output: 0 };
+        let yname = g.value(y).name.clone();
+        let yty = g.value(y).ty.clone();
+        g.value_mut(y).name = util::fresh_name(&mut ins.names, &format!("{yname}__float"));
+        let mut out = ins.node(g, "Mul", &format!("{label}_dequantize"), vec![Some(cast), Some(scale)], vec![], &format!("{yname}_dequantized"));
+        if let Some(b) = bias {
+            out = ins.node(g, "Add", &format!("{label}_bias"), vec![Some(out), Some(b)], vec![], &format!("{yname}_biased"));
+        }
+        g.value_mut(out).name = yname;
+        g.value_mut(out).ty = yty;
+        g.replace_all_uses(y, out, true);
+        let _ = g.remove_node(id);
+        ins.report.quantized_nodes.push(label);
+    }
+    util::remove_dead(g);
+    let report = QuantReport { per_channel: true, ..ins.report };
+    crate::ir::validate::validate(&m).map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
+    Ok((m, report))
+}

