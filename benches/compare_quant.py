@@ -119,7 +119,11 @@ def main():
             for label, path, _ in rows:
                 if path is None:
                     continue
-                cos, top1 = (1.0, 1.0) if label == "float" else accuracy(m, path, evals)
+                try:
+                    cos, top1 = (1.0, 1.0) if label == "float" else accuracy(m, path, evals)
+                except Exception as e:  # noqa: BLE001 - e.g. ORT's own per-channel output on opset < 13
+                    print(f"{'':26} {label:9} {os.path.getsize(path):>10} does not load in onnxruntime: {str(e).splitlines()[0][-70:]}")
+                    continue
                 tms = tract_ms(binary, path, shape_flags) if label != "ORT-Q" else None
                 print(f"{name if label == 'float' else '':26} {label:9} {os.path.getsize(path):>10} {latency(path, feed):>8.2f} "
                       f"{(f'{tms:.1f}' if tms else '-'):>9} {cos:>9.5f} {(f'{top1:.3f}' if top1 is not None else '-'):>6}")
