@@ -16,7 +16,8 @@ use crate::ir::{
 use crate::onnx;
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{HashMap, HashSet};
+// FxHash: value names are trusted-enough keys and SipHash was a visible part of load time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -165,7 +166,7 @@ impl Cx {
 
         // Every name this graph defines, so subgraphs can tell outer references from undefined ones.
         // Only needed (and only built) when some node holds a subgraph.
-        let mut defined: HashSet<String> = HashSet::new();
+        let mut defined: HashSet<String> = HashSet::default();
         if gp.node.iter().any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())) {
             defined.extend(gp.input.iter().filter_map(|v| v.name.clone()));
             defined.extend(gp.initializer.iter().filter_map(|t| t.name.clone()));
@@ -174,7 +175,7 @@ impl Cx {
         }
         let scope = Scope { names: &defined, parent: outer };
 
-        let mut by_name: HashMap<String, ValueId> = HashMap::with_capacity(node_count * 2);
+        let mut by_name: HashMap<String, ValueId> = HashMap::with_capacity_and_hasher(node_count * 2, Default::default());
         let define = |g: &Graph, name: &str, v: ValueId, map: &mut HashMap<String, ValueId>| {
             let _ = g;
             if name.is_empty() {

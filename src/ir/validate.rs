@@ -24,7 +24,7 @@ pub enum ValidateError {
 pub fn validate(model: &Model) -> Result<(), ValidateError> {
     let domains: HashSet<String> = model.opset_imports.iter().map(|(d, _)| norm(d)).collect();
     let local_fn_domains: HashSet<String> = model.functions.iter().map(|f| norm(&f.domain)).collect();
-    let mut names = std::collections::HashMap::new();
+    let mut names = rustc_hash::FxHashMap::default();
     validate_graph(&model.graph, &domains, &mut names)?;
     for f in &model.functions {
         let mut fdomains: HashSet<String> = f.opset_imports.iter().map(|(d, _)| norm(d)).collect();
@@ -32,7 +32,7 @@ pub fn validate(model: &Model) -> Result<(), ValidateError> {
             fdomains = domains.clone();
         }
         fdomains.extend(local_fn_domains.iter().cloned());
-        let mut fnames = std::collections::HashMap::new();
+        let mut fnames = rustc_hash::FxHashMap::default();
         validate_graph(&f.body, &fdomains, &mut fnames)?;
     }
     Ok(())
@@ -47,7 +47,7 @@ fn norm(d: &str) -> String {
 pub fn validate_graph<'a>(
     g: &'a Graph,
     domains: &HashSet<String>,
-    names: &mut std::collections::HashMap<&'a str, &'a str>,
+    names: &mut rustc_hash::FxHashMap<&'a str, &'a str>,
 ) -> Result<(), ValidateError> {
     for (id, n) in g.nodes() {
         for (slot, v) in n.inputs().iter().enumerate() {
@@ -68,7 +68,8 @@ pub fn validate_graph<'a>(
             return Err(ValidateError::EdgeMismatch { node: n.display_name().into() });
         }
         if let NodeKind::Op(op) = &n.kind {
-            if !domains.contains(&norm(&op.domain)) {
+            let d: &str = if op.domain == "ai.onnx" { "" } else { &op.domain };
+            if !domains.contains(d) {
                 return Err(ValidateError::MissingOpset {
                     node: n.display_name().into(),
                     op: op.op_type.clone(),
