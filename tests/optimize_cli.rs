@@ -1,19 +1,11 @@
 //! `onnxopt optimize` and `onnxopt passes` end to end.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{fixture, run, text};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxopt")).args(args).output().expect("run onnxopt")
-}
 
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+
 
 #[test]
 fn optimize_cnn_writes_a_smaller_equivalent_model() {

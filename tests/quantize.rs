@@ -1,20 +1,13 @@
 //! `onnxopt quantize` end to end: QDQ models run in tract close to the float model, calibration
 //! tables round-trip, old opsets fall back or are refused with a clear message.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+use common::{fixture, run, text};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
+use std::path::Path;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxopt")).args(args).output().expect("run onnxopt")
-}
 
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+
 
 /// Cosine of the quantized model's outputs against the float model in tract (via `verify`).
 fn cosine(float: &Path, q: &Path, extra: &[&str]) -> f64 {

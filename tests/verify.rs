@@ -1,22 +1,16 @@
 //! `onnxopt verify` and `onnxopt bench` end to end, plus the library comparison API.
 
+mod common;
+use common::{fixture, run, text};
+
 use ndarray::{ArrayD, IxDyn};
 use onnxopt::onnx;
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
-}
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onnxopt")).args(args).output().expect("run onnxopt")
-}
 
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
 
 fn assert_bad(o: &Output, needle: &str) {
     let (_, err) = text(o);

@@ -30,24 +30,9 @@ fn feeds_reshape(g: &Graph, v: ValueId) -> bool {
 }
 
 fn try_match(g: &Graph, add: NodeId, dims_of: &dyn Fn(ValueId) -> Option<Vec<i64>>) -> Result<Plan, String> {
-    let n = g.node(add);
-    let ins = n.inputs();
-    let (Some(l), Some(r)) = (ins.first().copied().flatten(), ins.get(1).copied().flatten()) else {
-        return Err("needs two inputs".into());
-    };
-    // The constant side and the producer side, in either order.
-    let (p, c) = if g.constant(r).is_some() { (l, r) } else if g.constant(l).is_some() { (r, l) } else { return Err("no constant operand".into()) };
+    let (p, c) = util::binary_after(g, add, &["Conv", "MatMul"])?;
     let pn = g.node(p.node);
-    let Some(pop) = pn.op() else { return Err("not after an operator".into()) };
-    if !pop.is_default_domain() || !matches!(pop.op_type.as_str(), "Conv" | "MatMul") {
-        return Err(format!("after {}, not Conv/MatMul", pop.op_type));
-    }
-    if util::single_use(g, p) != Some((add, if p == l { 0 } else { 1 })) {
-        return Err(format!("{} output is used elsewhere or is a graph output", pop.op_type));
-    }
-    if g.uses(ValueId { node: add, output: 0 }).iter().any(|(_, s)| s.is_none()) {
-        return Err("output is read by name inside a subgraph".into());
-    }
+    let pop = pn.op().expect("checked by binary_after");
     let (cdims, cvals) = util::const_f32(g, Some(c)).ok_or("constant is not float")?;
     if pop.op_type == "Conv" {
         let wv = pn.inputs().get(1).copied().flatten().ok_or("no weight")?;
@@ -137,7 +122,7 @@ impl Pass for FuseBias {
             let plan = try_match(g, add, &dims_of);
             match plan {
                 Err(why) => {
-                    if !why.starts_with("after") && !why.starts_with("no constant") && !why.starts_with("not after") {
+                    if !why.starts_with("not a fusion site") {
                         cx.skip(format!("Add '{}': {why}", g.node(add).display_name()));
                     }
                 }

@@ -18,23 +18,9 @@ struct Plan {
 }
 
 fn try_match(g: &Graph, mul: NodeId) -> Result<Plan, String> {
-    let n = g.node(mul);
-    let ins = n.inputs();
-    let (Some(l), Some(r)) = (ins.first().copied().flatten(), ins.get(1).copied().flatten()) else {
-        return Err("needs two inputs".into());
-    };
-    let (p, c) = if g.constant(r).is_some() { (l, r) } else if g.constant(l).is_some() { (r, l) } else { return Err("no constant operand".into()) };
+    let (p, c) = util::binary_after(g, mul, &["Conv", "Gemm"])?;
     let pn = g.node(p.node);
-    let Some(pop) = pn.op() else { return Err("not after an operator".into()) };
-    if !pop.is_default_domain() || !matches!(pop.op_type.as_str(), "Conv" | "Gemm") {
-        return Err(format!("after {}, not Conv/Gemm", pop.op_type));
-    }
-    if util::single_use(g, p) != Some((mul, if p == l { 0 } else { 1 })) {
-        return Err(format!("{} output is used elsewhere or is a graph output", pop.op_type));
-    }
-    if g.uses(ValueId { node: mul, output: 0 }).iter().any(|(_, s)| s.is_none()) {
-        return Err("output is read by name inside a subgraph".into());
-    }
+    let pop = pn.op().expect("checked by binary_after");
     let (cdims, cv) = util::const_f32(g, Some(c)).ok_or("constant is not float")?;
     let wv = pn.inputs().get(1).copied().flatten().ok_or("no weight")?;
     if !util::exclusive_initializer(g, wv, p.node) {
@@ -113,7 +99,7 @@ impl Pass for FuseScale {
                 }
                 match try_match(g, mul) {
                     Err(why) => {
-                        if !why.starts_with("after") && !why.starts_with("no constant") && !why.starts_with("not after") {
+                        if !why.starts_with("not a fusion site") {
                             cx.skip(format!("Mul '{}': {why}", g.node(mul).display_name()));
                         }
                     }

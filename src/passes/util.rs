@@ -221,3 +221,32 @@ pub fn exclusive_initializer(g: &Graph, v: ValueId, user: NodeId) -> bool {
         && !g.is_graph_output(v)
         && g.uses(v).iter().all(|(c, s)| *c == user && s.is_some())
 }
+
+/// For a binary elementwise node (`Add`, `Mul`) with one constant operand, the other operand when
+/// it is the only-read output of one of `producers`: `(producer output, constant)`. `Err` says why
+/// not; reasons starting with "not a fusion site" are routine and need not be logged.
+pub fn binary_after(g: &Graph, node: NodeId, producers: &[&str]) -> Result<(ValueId, ValueId), String> {
+    let ins = g.node(node).inputs();
+    let (Some(l), Some(r)) = (ins.first().copied().flatten(), ins.get(1).copied().flatten()) else {
+        return Err("not a fusion site: needs two inputs".into());
+    };
+    // The constant side and the producer side, in either order.
+    let (p, c) = if g.constant(r).is_some() {
+        (l, r)
+    } else if g.constant(l).is_some() {
+        (r, l)
+    } else {
+        return Err("not a fusion site: no constant operand".into());
+    };
+    let Some(pop) = g.node(p.node).op() else { return Err("not a fusion site: not after an operator".into()) };
+    if !pop.is_default_domain() || !producers.contains(&pop.op_type.as_str()) {
+        return Err(format!("not a fusion site: after {}", pop.op_type));
+    }
+    if single_use(g, p) != Some((node, if p == l { 0 } else { 1 })) {
+        return Err(format!("{} output is used elsewhere or is a graph output", pop.op_type));
+    }
+    if g.uses(ValueId { node, output: 0 }).iter().any(|(_, s)| s.is_none()) {
+        return Err("output is read by name inside a subgraph".into());
+    }
+    Ok((p, c))
+}
