@@ -419,13 +419,26 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         report.culprit = culprit;
     }
     out!(
-        "nodes {} -> {}   parameter bytes {} -> {}   ({:.1} ms)",
+        "nodes {} -> {}   parameters {} -> {}   parameter bytes {} -> {}   ({:.1} ms)",
         report.before.nodes,
         report.after.nodes,
+        report.before.params,
+        report.after.params,
         cli::human_bytes(report.before.param_bytes as u64),
         cli::human_bytes(report.after.param_bytes as u64),
         report.optimize_ms
     );
+    if !a.stats {
+        let changed: Vec<String> = report
+            .passes
+            .iter()
+            .filter(|s| s.changed > 0)
+            .map(|s| format!("{} ({} nodes, {:+} bytes)", s.name, -s.nodes_removed, s.bytes_delta))
+            .collect();
+        if !changed.is_empty() {
+            out!("passes that changed the model: {} (--stats for the full table)", changed.join(", "));
+        }
+    }
     if a.stats {
         out!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9}", "pass", "runs", "changed", "removed", "bytes delta", "ms");
         for s in &report.passes {

@@ -21,6 +21,8 @@ pub struct OptimizeOptions {
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct ModelSize {
     pub nodes: i64,
+    /// Elements in initializers and Constant nodes (subgraphs included).
+    pub params: u64,
     pub param_bytes: i64,
 }
 
@@ -39,7 +41,8 @@ pub struct OptimizeReport {
 
 fn size(m: &Model) -> ModelSize {
     let (nodes, param_bytes) = passes::size_of(m);
-    ModelSize { nodes, param_bytes }
+    let params = crate::analysis::stats::stats_params(m);
+    ModelSize { nodes, params, param_bytes }
 }
 
 /// The pipeline the options describe.

@@ -113,6 +113,15 @@ fn walk(g: &Graph, ops: &mut BTreeMap<String, usize>, params: &mut Params, ext: 
     }
 }
 
+/// Parameter element count (initializers and Constant nodes, subgraphs included).
+pub fn stats_params(model: &Model) -> u64 {
+    let mut ops = BTreeMap::new();
+    let mut params = Params::default();
+    let mut ext = false;
+    walk(&model.graph, &mut ops, &mut params, &mut ext);
+    params.count
+}
+
 /// Collects the statistics. `external_files` are the data files the model was read with.
 pub fn stats(model: &Model, external_files: Vec<String>) -> Stats {
     let g = &model.graph;
