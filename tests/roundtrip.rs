@@ -231,3 +231,67 @@ fn external_data_fixture_runs_in_tract_after_inlining() {
     let got = Runner::from_model(&m, &inputs).unwrap().run(&inputs).unwrap();
     assert!(got[0].same_values(&want));
 }
+
+/// Seeded byte mutations of every fixture (flips, truncations, splices): import may reject them,
+/// but must never panic, and whatever it accepts must export, re-import and go through `optimize`
+/// without a panic.
+#[test]
+fn mutated_models_never_panic() {
+    let mut seed: u64 = 0x0DDC0FFEE;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let (mut accepted, mut rejected) = (0, 0);
+    for path in fixtures() {
+        let original = std::fs::read(&path).unwrap();
+        for _ in 0..150 {
+            let mut b = original.clone();
+            match next() % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 4 {
+                        let i = (next() as usize) % b.len();
+                        b[i] ^= 1 << (next() % 8);
+                    }
+                }
+                1 => b.truncate((next() as usize) % b.len()),
+                _ => {
+                    let i = (next() as usize) % b.len();
+                    let j = (next() as usize) % b.len();
+                    let n = ((next() as usize) % 64).min(b.len() - i.max(j));
+                    let chunk = b[i..i + n].to_vec();
+                    b[j..j + n].copy_from_slice(&chunk);
+                }
+            }
+            let result = std::panic::catch_unwind(|| {
+                let base = path.parent().map(|p| p.to_path_buf());
+                match import::from_bytes(Bytes::from(b), base.as_deref()) {
+                    Ok(m) => {
+                        let bytes = export::to_bytes_inline(&m).expect("accepted models export");
+                        import::from_bytes(Bytes::from(bytes), None).expect("and re-import");
+                        // Optimizing may fail on a nonsensical model, but must not panic or hang
+                        // (a corrupt LayerNormalization axis once sent tract's shape rules into a
+                        // near-endless loop).
+                        let t0 = std::time::Instant::now();
+                        let _ = onnxopt::optimize::run_passes(&m, &Default::default());
+                        assert!(t0.elapsed().as_secs() < 20, "optimize took {:?} on a mutation of {}", t0.elapsed(), path.display());
+                        true
+                    }
+                    Err(e) => {
+                        assert!(!format!("{e:#}").is_empty());
+                        false
+                    }
+                }
+            });
+            match result {
+                Ok(true) => accepted += 1,
+                Ok(false) => rejected += 1,
+                Err(_) => panic!("import panicked on a mutation of {}", path.display()),
+            }
+        }
+    }
+    eprintln!("mutations: {accepted} accepted, {rejected} rejected");
+    assert!(rejected > 0);
+}

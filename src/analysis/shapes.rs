@@ -19,6 +19,11 @@ pub struct Fact {
 
 /// Facts by value name for the main graph.
 pub fn infer(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashMap<String, Fact>, String> {
+    crate::verify::sane_for_tract(model).map_err(|e| e.to_string())?;
+    crate::verify::guard(|| infer_unguarded(model, input_shapes).map_err(crate::verify::RunError::Unsupported)).map_err(|e| e.to_string())
+}
+
+fn infer_unguarded(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashMap<String, Fact>, String> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_hir::infer::Factoid;
     let bytes = export::to_bytes_for_shapes(model).map_err(|e| e.to_string())?;

@@ -166,6 +166,11 @@ pub fn stats(model: &Model, external_files: Vec<String>) -> Stats {
 
 /// Concrete shapes of named values as tract's inference sees them.
 pub fn infer_shapes(model: &Model) -> Result<HashMap<String, Vec<usize>>, String> {
+    crate::verify::sane_for_tract(model).map_err(|e| e.to_string())?;
+    crate::verify::guard(|| infer_shapes_unguarded(model).map_err(crate::verify::RunError::Unsupported)).map_err(|e| e.to_string())
+}
+
+fn infer_shapes_unguarded(model: &Model) -> Result<HashMap<String, Vec<usize>>, String> {
     use tract_onnx::prelude::*;
     let bytes = export::to_bytes_inline(model).map_err(|e| e.to_string())?;
     let mut m = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string())?;

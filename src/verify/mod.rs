@@ -27,6 +27,43 @@ pub enum RunError {
     Input { name: String, message: String },
     #[error("{0}")]
     Export(#[from] export::ExportError),
+    #[error("tract failed internally ({0}); the model is probably malformed")]
+    Panicked(String),
+}
+
+thread_local! {
+    static IN_TRACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PANIC_MESSAGE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` (tract work) so that a panic inside tract — it has a few on malformed models — becomes
+/// `RunError::Panicked` instead of tearing the process down. While inside, the panic hook records
+/// the message instead of printing it, so the CLI still prints one error line.
+pub fn guard<T>(f: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_TRACT.with(|t| t.get()) {
+                let msg = info
+                    .payload()
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                PANIC_MESSAGE.with(|m| *m.borrow_mut() = msg);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    let was = IN_TRACT.with(|t| t.replace(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_TRACT.with(|t| t.set(was));
+    match result {
+        Ok(r) => r,
+        Err(_) => Err(RunError::Panicked(PANIC_MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut())))),
+    }
 }
 
 /// The tract element type for an ONNX one, where tract has one.
@@ -126,6 +163,10 @@ impl Runner {
     }
 
     fn load(bytes: &[u8], inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
+        guard(|| Runner::load_unguarded(bytes, inputs))
+    }
+
+    fn load_unguarded(bytes: &[u8], inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
         let mut model = tract_onnx::onnx()
             .model_for_read(&mut &bytes[..])
             .map_err(|e| RunError::Load(first_line(&e)))?;
@@ -153,6 +194,7 @@ impl Runner {
     /// Loads an IR model. When tract rejects a node, the error names it as the ONNX file does:
     /// op type and node name.
     pub fn from_model(model: &Model, inputs: &[Tensor]) -> Result<Runner, RunError> {
+        sane_for_tract(model)?;
         let bytes = export::to_bytes_inline(model)?;
         Runner::from_bytes(&bytes, inputs).map_err(|e| match e {
             RunError::Unsupported(m) => RunError::Unsupported(name_onnx_node(model, &m)),
@@ -162,6 +204,10 @@ impl Runner {
     }
 
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+        guard(|| self.run_unguarded(inputs))
+    }
+
+    fn run_unguarded(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
         let tv = inputs
             .iter()
             .enumerate()
@@ -169,6 +215,33 @@ impl Runner {
             .collect::<Result<_, _>>()?;
         let out = self.plan.run(tv).map_err(|e| RunError::Run(first_line(&e)))?;
         out.iter().map(|t| from_tract(t).map_err(RunError::Run)).collect()
+    }
+}
+
+/// Largest |axis| accepted before a model goes to tract: ONNX models stay far below rank 64, and
+/// tract's shape rules loop over `0..axis`, so a corrupt axis of 2^40 would hang the analysis.
+pub const MAX_AXIS: i64 = 64;
+
+/// Refuses models tract would choke on instead of erroring: absurd `axis`/`axes`/`perm` values.
+pub fn sane_for_tract(model: &Model) -> Result<(), RunError> {
+    let mut bad = None;
+    model.graph.visit_graphs(&mut |g| {
+        for (_, n, op) in g.ops() {
+            for a in &op.attributes {
+                let out_of_range = match (a.name.as_str(), &a.value) {
+                    ("axis", ir::AttrValue::Int(v)) => v.abs() > MAX_AXIS,
+                    ("axes" | "perm", ir::AttrValue::Ints(v)) => v.iter().any(|x| x.abs() > MAX_AXIS),
+                    _ => false,
+                };
+                if out_of_range && bad.is_none() {
+                    bad = Some(format!("node '{}' ({}) has {} out of range", n.display_name(), op.op_type, a.name));
+                }
+            }
+        }
+    });
+    match bad {
+        Some(m) => Err(RunError::Load(m)),
+        None => Ok(()),
     }
 }
 
