@@ -316,7 +316,7 @@ fn fuse_bias_negative() {
     let (out, declined) = run(&m, &["fuse-bias"]);
     assert_eq!(ops(&out), vec!["Add", "Add", "Conv", "MatMul"]);
     assert!(declined.iter().any(|(_, w)| w.contains("not one value per output channel")), "{declined:?}");
-    assert!(declined.iter().any(|(_, w)| w.contains("no Reshape around it would merge")), "{declined:?}");
+    assert!(declined.iter().any(|(_, w)| w.contains("would not all merge")), "{declined:?}");
 }
 
 // ---- fuse-transposes / fuse-reshapes -----------------------------------------------------------
@@ -513,8 +513,13 @@ fn matmul_nd_becomes_gemm_when_reshapes_merge() {
     let m = onnxopt::import::load(&fixture("transformer.onnx")).unwrap();
     let (out, _) = run(&m, &["fuse-bias", "fuse-reshapes", "eliminate-common-subexpression", "dedupe-initializers", "eliminate-dead-code"]);
     let o = ops(&out);
-    assert_eq!(o.iter().filter(|x| *x == "Gemm").count(), 4, "{o:?}");
+    // q/k/v (shared input, each followed by a Reshape) become Gemms; o_proj, whose result feeds the
+    // residual Add, would need an extra Reshape and stays a MatMul.
+    assert_eq!(o.iter().filter(|x| *x == "Gemm").count(), 3, "{o:?}");
     assert_eq!(out.graph.op_count_total(), 20);
+    let before = onnxopt::export::to_bytes_inline(&m).unwrap().len();
+    let after = onnxopt::export::to_bytes_inline(&out).unwrap().len();
+    assert!(after <= before, "no shape constant added: {before} -> {after}");
     same_outputs(&m, &out, 1e-5, 1e-4);
 }
 

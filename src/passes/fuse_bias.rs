@@ -29,6 +29,15 @@ fn feeds_reshape(g: &Graph, v: ValueId) -> bool {
         && util::const_i64(g, n.inputs().get(1).copied().flatten()).is_some_and(|t| !t.contains(&0))
 }
 
+/// A `Flatten(a, axis = rank-1)` already reading `a` (made for another MatMul on the same input).
+fn existing_flatten(g: &Graph, a: ValueId, rank: usize) -> Option<ValueId> {
+    g.uses(a).into_iter().find_map(|(u, slot)| {
+        let n = g.node(u);
+        (slot == Some(0) && n.op().is_some_and(|o| o.op_type == "Flatten") && util::attr_int(n, "axis", 1) == rank as i64 - 1)
+            .then_some(ValueId { node: u, output: 0 })
+    })
+}
+
 fn try_match(g: &Graph, add: NodeId, dims_of: &dyn Fn(ValueId) -> Option<Vec<i64>>) -> Result<Plan, String> {
     let (p, c) = util::binary_after(g, add, &["Conv", "MatMul"])?;
     let pn = g.node(p.node);
@@ -79,18 +88,20 @@ fn try_match(g: &Graph, add: NodeId, dims_of: &dyn Fn(ValueId) -> Option<Vec<i64
     if a_dims.len() < 2 {
         return Err("A is 1-D".into());
     }
-    // Worth it only when a Reshape added around the Gemm merges into a neighbour: A comes from a
-    // Reshape/Flatten read only here, or is shared with another MatMul by a constant (whose
-    // flattening Reshape common-subexpression elimination merges), or the result feeds a Reshape.
+    // Worth it only when both added reshapes disappear: the result feeds a Reshape (the one added
+    // after the Gemm merges into it), and A comes from a Reshape/Flatten read only here (the one
+    // added before merges into it) or is shared with another MatMul by a constant (their identical
+    // Flattens merge into one). Then the rewrite removes nodes and adds no shape constant.
     let an = g.node(a.node);
     let pre = (an.op().is_some_and(|o| o.op_type == "Reshape" || o.op_type == "Flatten") && util::single_use(g, a).is_some())
         || g.uses(a).iter().filter(|(u, _)| {
             let un = g.node(*u);
             *u != p.node && un.op().is_some_and(|o| o.op_type == "MatMul") && un.inputs().get(1).copied().flatten().and_then(|w| g.constant(w)).is_some_and(|w| w.dims.len() == 2)
-        }).count() > 0;
+        }).count() > 0
+        || existing_flatten(g, a, a_dims.len()).is_some();
     let post = feeds_reshape(g, ValueId { node: add, output: 0 });
-    if !(pre || post) {
-        return Err("A is not 2-D and no Reshape around it would merge".into());
+    if !(pre && post) {
+        return Err("A is not 2-D and the reshapes around a Gemm would not all merge".into());
     }
     Ok(Plan::GemmNd { matmul: p.node, a, b, c, a_dims })
 }
@@ -139,9 +150,21 @@ impl Pass for FuseBias {
                     let mm_out = ValueId { node: matmul, output: 0 };
                     let mm_name = g.value(mm_out).name.clone();
                     g.value_mut(mm_out).name = util::fresh_name(&mut names, &format!("{mm_name}__fused"));
-                    let pre_shape_name = util::fresh_name(&mut names, &format!("{base}_2d"));
-                    let pre_shape = util::add_initializer(g, &pre_shape_name, Tensor::from_i64(vec![2], &[-1, k]));
-                    let pre = g.add_node(Node::new(String::new(), NodeKind::Op(Op::new("Reshape")), vec![Some(a), Some(pre_shape)], vec![Value::named(mm_name)]));
+                    // A Reshape/Flatten producing A absorbs a Reshape to [-1, K]; otherwise a Flatten at
+                    // the last axis does the same with no shape constant (and CSE merges the
+                    // Flattens of MatMuls sharing A).
+                    let a_from_reshape = g.node(a.node).op().is_some_and(|o| o.op_type == "Reshape" || o.op_type == "Flatten");
+                    let pre = if let Some(f) = existing_flatten(g, a, a_dims.len()).filter(|_| !a_from_reshape) {
+                        f.node
+                    } else if a_from_reshape {
+                        let pre_shape_name = util::fresh_name(&mut names, &format!("{base}_2d"));
+                        let pre_shape = util::add_initializer(g, &pre_shape_name, Tensor::from_i64(vec![2], &[-1, k]));
+                        g.add_node(Node::new(String::new(), NodeKind::Op(Op::new("Reshape")), vec![Some(a), Some(pre_shape)], vec![Value::named(mm_name)]))
+                    } else {
+                        let mut flat = Op::new("Flatten");
+                        flat.attributes.push(crate::ir::Attribute::new("axis", crate::ir::AttrValue::Int(a_dims.len() as i64 - 1)));
+                        g.add_node(Node::new(String::new(), NodeKind::Op(flat), vec![Some(a)], vec![Value::named(mm_name)]))
+                    };
                     let gemm_out_name = util::fresh_name(&mut names, &format!("{base}_gemm"));
                     let gemm = g.add_node(Node::new(
                         base.clone(),
