@@ -33,18 +33,28 @@ fn io(c: &mut Criterion) {
     let path = pick_model();
     let bytes = Bytes::from(std::fs::read(&path).unwrap());
     let base = path.parent().unwrap().to_path_buf();
-    eprintln!("benchmark model: {} ({} bytes)", path.display(), bytes.len());
+    eprintln!(
+        "benchmark model: {} ({} bytes)",
+        path.display(),
+        bytes.len()
+    );
     let mut g = c.benchmark_group("io");
     g.throughput(Throughput::Bytes(bytes.len() as u64));
     g.sample_size(20);
 
-    g.bench_function("prost_decode", |b| b.iter(|| onnx::ModelProto::decode(bytes.clone()).unwrap()));
-    g.bench_function("onnxopt_load", |b| b.iter(|| import::from_bytes(bytes.clone(), Some(&base)).unwrap()));
+    g.bench_function("prost_decode", |b| {
+        b.iter(|| onnx::ModelProto::decode(bytes.clone()).unwrap())
+    });
+    g.bench_function("onnxopt_load", |b| {
+        b.iter(|| import::from_bytes(bytes.clone(), Some(&base)).unwrap())
+    });
 
     let proto = onnx::ModelProto::decode(bytes.clone()).unwrap();
     let model = import::from_bytes(bytes.clone(), Some(&base)).unwrap();
     g.bench_function("prost_encode", |b| b.iter(|| proto.encode_to_vec()));
-    g.bench_function("onnxopt_save", |b| b.iter(|| export::to_bytes_inline(&model).unwrap()));
+    g.bench_function("onnxopt_save", |b| {
+        b.iter(|| export::to_bytes_inline(&model).unwrap())
+    });
     g.finish();
 }
 

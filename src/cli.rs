@@ -9,7 +9,8 @@ use std::path::Path;
 
 /// Loads a model, naming the file in any error; returns the external-data files it read.
 pub fn load(path: &Path) -> Result<(Model, Vec<String>)> {
-    let (m, files) = crate::import::load_with_files(path).with_context(|| format!("'{}'", path.display()))?;
+    let (m, files) =
+        crate::import::load_with_files(path).with_context(|| format!("'{}'", path.display()))?;
     Ok((m, files.iter().map(|p| p.display().to_string()).collect()))
 }
 
@@ -20,7 +21,10 @@ pub fn refuse_overwrite(input: &Path, output: &Path, in_place: bool) -> Result<(
     }
     if let (Ok(a), Ok(b)) = (input.canonicalize(), output.canonicalize()) {
         if a == b {
-            bail!("output '{}' is the input model; pass --in-place to overwrite it", output.display());
+            bail!(
+                "output '{}' is the input model; pass --in-place to overwrite it",
+                output.display()
+            );
         }
     }
     Ok(())
@@ -52,7 +56,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 pub fn render_stats(path: &Path, s: &Stats) -> String {
@@ -61,7 +69,13 @@ pub fn render_stats(path: &Path, s: &Stats) -> String {
     writeln!(w, "model       {}", path.display()).unwrap();
     writeln!(w, "producer    {} {}", s.producer, s.producer_version).unwrap();
     let opsets: Vec<String> = s.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
-    writeln!(w, "ir version  {}   opsets: {}", s.ir_version, opsets.join(", ")).unwrap();
+    writeln!(
+        w,
+        "ir version  {}   opsets: {}",
+        s.ir_version,
+        opsets.join(", ")
+    )
+    .unwrap();
     for (label, list) in [("inputs", &s.inputs), ("outputs", &s.outputs)] {
         writeln!(w, "{label}:").unwrap();
         let width = list.iter().map(|v| v.name.len()).max().unwrap_or(0);
@@ -69,7 +83,12 @@ pub fn render_stats(path: &Path, s: &Stats) -> String {
             writeln!(w, "  {:width$}  {}", v.name, shape_str(v)).unwrap();
         }
     }
-    writeln!(w, "nodes       {} ({} including subgraphs), {} local functions", s.nodes, s.nodes_total, s.functions).unwrap();
+    writeln!(
+        w,
+        "nodes       {} ({} including subgraphs), {} local functions",
+        s.nodes, s.nodes_total, s.functions
+    )
+    .unwrap();
     writeln!(
         w,
         "parameters  {} in {} tensors, {}",
@@ -79,13 +98,25 @@ pub fn render_stats(path: &Path, s: &Stats) -> String {
     )
     .unwrap();
     for (dt, c) in &s.params.by_dtype {
-        writeln!(w, "  {dt:10} {:>12} values  {:>10}", c.count, human_bytes(c.bytes)).unwrap();
+        writeln!(
+            w,
+            "  {dt:10} {:>12} values  {:>10}",
+            c.count,
+            human_bytes(c.bytes)
+        )
+        .unwrap();
     }
     if !s.external_data.is_empty() {
         writeln!(w, "external    {}", s.external_data.join(", ")).unwrap();
     }
     match s.macs {
-        Some(m) => writeln!(w, "MACs        {m} ({:.3} G; {})", m as f64 / 1e9, s.macs_note).unwrap(),
+        Some(m) => writeln!(
+            w,
+            "MACs        {m} ({:.3} G; {})",
+            m as f64 / 1e9,
+            s.macs_note
+        )
+        .unwrap(),
         None => writeln!(w, "MACs        unknown ({})", s.macs_note).unwrap(),
     }
     writeln!(w, "ops:").unwrap();
@@ -111,9 +142,17 @@ pub struct SampleArgs {
 
 /// Parses `LO,HI`.
 pub fn parse_range<T: std::str::FromStr + PartialOrd>(s: &str) -> Result<(T, T), String> {
-    let (a, b) = s.split_once(',').ok_or_else(|| format!("'{s}': expected LO,HI"))?;
-    let lo = a.trim().parse::<T>().map_err(|_| format!("'{a}' is not a number"))?;
-    let hi = b.trim().parse::<T>().map_err(|_| format!("'{b}' is not a number"))?;
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("'{s}': expected LO,HI"))?;
+    let lo = a
+        .trim()
+        .parse::<T>()
+        .map_err(|_| format!("'{a}' is not a number"))?;
+    let hi = b
+        .trim()
+        .parse::<T>()
+        .map_err(|_| format!("'{b}' is not a number"))?;
     if !(lo < hi) {
         return Err(format!("'{s}': LO must be below HI"));
     }
@@ -121,16 +160,28 @@ pub fn parse_range<T: std::str::FromStr + PartialOrd>(s: &str) -> Result<(T, T),
 }
 
 /// Builds the samples for `model`: from `--inputs` paths, else `--random N` (default `default_n`).
-pub fn samples(model: &Model, args: &SampleArgs, default_n: usize) -> Result<Vec<crate::inputs::Sample>> {
+pub fn samples(
+    model: &Model,
+    args: &SampleArgs,
+    default_n: usize,
+) -> Result<Vec<crate::inputs::Sample>> {
     use crate::inputs;
-    let shapes = args.input_shapes.iter().map(|s| inputs::parse_shape_flag(s)).collect::<Result<Vec<_>, _>>()?;
+    let shapes = args
+        .input_shapes
+        .iter()
+        .map(|s| inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let specs = inputs::specs(model, &shapes)?;
     let outputs: Vec<(String, crate::ir::DataType)> = model
         .graph
         .outputs
         .iter()
         .map(|o| {
-            let dt = o.ty.as_ref().and_then(|t| t.as_tensor()).map(|(d, _)| d).unwrap_or(crate::ir::DataType::FLOAT);
+            let dt =
+                o.ty.as_ref()
+                    .and_then(|t| t.as_tensor())
+                    .map(|(d, _)| d)
+                    .unwrap_or(crate::ir::DataType::FLOAT);
             (model.graph.value(o.value).name.clone(), dt)
         })
         .collect();
@@ -146,7 +197,12 @@ pub fn samples(model: &Model, args: &SampleArgs, default_n: usize) -> Result<Vec
         if let Some(i) = args.int_range {
             ranges.int = i;
         }
-        all.extend(inputs::random(&specs, args.random.unwrap_or(default_n), args.seed, ranges)?);
+        all.extend(inputs::random(
+            &specs,
+            args.random.unwrap_or(default_n),
+            args.seed,
+            ranges,
+        )?);
     }
     if all.is_empty() {
         bail!(inputs::InputError::NoSamples);
@@ -157,7 +213,8 @@ pub fn samples(model: &Model, args: &SampleArgs, default_n: usize) -> Result<Vec
 /// Whether any initializer of the main graph was read from external data.
 pub fn has_external_data(m: &Model) -> bool {
     m.graph.nodes().any(|(_, n)| match &n.kind {
-        crate::ir::NodeKind::Initializer(crate::ir::Const::Dense(t)) | crate::ir::NodeKind::Input { default: Some(t) } => {
+        crate::ir::NodeKind::Initializer(crate::ir::Const::Dense(t))
+        | crate::ir::NodeKind::Input { default: Some(t) } => {
             t.placement == crate::ir::Placement::External
         }
         _ => false,
@@ -168,5 +225,9 @@ pub fn has_external_data(m: &Model) -> bool {
 pub fn model_bytes(path: &Path, external_files: &[String]) -> u64 {
     let dir = path.parent().unwrap_or(Path::new("."));
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    size(path) + external_files.iter().map(|f| size(&dir.join(f))).sum::<u64>()
+    size(path)
+        + external_files
+            .iter()
+            .map(|f| size(&dir.join(f)))
+            .sum::<u64>()
 }

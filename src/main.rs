@@ -36,7 +36,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Summarize a model: interface, opsets, node and op counts, parameters, MACs.
-    #[command(after_help = "Examples:\n  onnxopt inspect model.onnx\n  onnxopt inspect model.onnx --json > stats.json")]
+    #[command(
+        after_help = "Examples:\n  onnxopt inspect model.onnx\n  onnxopt inspect model.onnx --json > stats.json"
+    )]
     Inspect {
         /// The ONNX model file.
         model: PathBuf,
@@ -45,22 +47,32 @@ enum Command {
         json: bool,
     },
     /// Load and save a model without changing it: re-serialize, move weights to or from external data.
-    #[command(after_help = "Examples:\n  onnxopt convert model.onnx -o copy.onnx\n  onnxopt convert model.onnx -o split.onnx --external-data --size-threshold 4096\n  onnxopt convert split.onnx -o whole.onnx --inline-data")]
+    #[command(
+        after_help = "Examples:\n  onnxopt convert model.onnx -o copy.onnx\n  onnxopt convert model.onnx -o split.onnx --external-data --size-threshold 4096\n  onnxopt convert split.onnx -o whole.onnx --inline-data"
+    )]
     Convert(ConvertArgs),
     /// Run two models in tract on the same samples and compare every output (or one model against
     /// the expected outputs stored with the samples). Exit 0 within tolerance, 1 outside, 2 bad input.
-    #[command(after_help = "Examples:\n  onnxopt verify model.onnx optimized.onnx\n  onnxopt verify model.onnx optimized.onnx --inputs calib.npz --min-cosine 0.999 --json report.json\n  onnxopt verify model.onnx --inputs test_data_set_0\n  onnxopt verify a.onnx b.onnx --random 8 --seed 1 --input-shape x=1,3,224,224 --locate")]
+    #[command(
+        after_help = "Examples:\n  onnxopt verify model.onnx optimized.onnx\n  onnxopt verify model.onnx optimized.onnx --inputs calib.npz --min-cosine 0.999 --json report.json\n  onnxopt verify model.onnx --inputs test_data_set_0\n  onnxopt verify a.onnx b.onnx --random 8 --seed 1 --input-shape x=1,3,224,224 --locate"
+    )]
     Verify(VerifyArgs),
     /// Measure tract latency (median, min, max); with two models, alternate runs and print the ratio.
-    #[command(after_help = "Examples:\n  onnxopt bench model.onnx --runs 50\n  onnxopt bench model.onnx optimized.onnx --input-shape x=1,3,224,224 --json")]
+    #[command(
+        after_help = "Examples:\n  onnxopt bench model.onnx --runs 50\n  onnxopt bench model.onnx optimized.onnx --input-shape x=1,3,224,224 --json"
+    )]
     Bench(BenchArgs),
     /// Lossless optimization: the pass pipeline to a fixed point, then a check in tract against the
     /// original (exit 1 and nothing written when outputs moved, naming the pass that broke them).
-    #[command(after_help = "Examples:\n  onnxopt optimize model.onnx -o model.opt.onnx\n  onnxopt optimize model.onnx -o out.onnx --input-shape x=1,3,224,224 --stats\n  onnxopt optimize model.onnx -o out.onnx --skip fuse-bias --report report.json\n  onnxopt optimize model.onnx -o out.onnx --passes fold-constants,eliminate-dead-code --no-check")]
+    #[command(
+        after_help = "Examples:\n  onnxopt optimize model.onnx -o model.opt.onnx\n  onnxopt optimize model.onnx -o out.onnx --input-shape x=1,3,224,224 --stats\n  onnxopt optimize model.onnx -o out.onnx --skip fuse-bias --report report.json\n  onnxopt optimize model.onnx -o out.onnx --passes fold-constants,eliminate-dead-code --no-check"
+    )]
     Optimize(OptimizeArgs),
     /// Int8 post-training quantization (QDQ): lossless clean-up, calibration in tract, per-channel
     /// int8 weights, uint8 activations, then an accuracy report against the float model.
-    #[command(after_help = "Examples:\n  onnxopt quantize model.onnx -o model.int8.onnx --calibration calib.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib/ --method percentile --percentile 99.99 --eval eval.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib.npz --save-table table.json\n  onnxopt quantize model.onnx -o q.onnx --table table.json --exclude-nodes head/Conv")]
+    #[command(
+        after_help = "Examples:\n  onnxopt quantize model.onnx -o model.int8.onnx --calibration calib.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib/ --method percentile --percentile 99.99 --eval eval.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib.npz --save-table table.json\n  onnxopt quantize model.onnx -o q.onnx --table table.json --exclude-nodes head/Conv"
+    )]
     Quantize(QuantizeArgs),
     /// List every pass with its summary.
     Passes,
@@ -298,7 +310,9 @@ fn run(args: Cli) -> Result<ExitCode> {
             let policy = if a.inline_data {
                 DataPolicy::Inline
             } else if a.external_data {
-                DataPolicy::External { threshold: a.size_threshold }
+                DataPolicy::External {
+                    threshold: a.size_threshold,
+                }
             } else {
                 DataPolicy::Keep
             };
@@ -322,14 +336,22 @@ fn run(args: Cli) -> Result<ExitCode> {
         Command::Optimize(a) => return optimize(a),
         Command::Quantize(a) => return quantize(a),
         Command::Passes => {
-            let w = onnxopt::passes::PASSES.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            let w = onnxopt::passes::PASSES
+                .iter()
+                .map(|p| p.name.len())
+                .max()
+                .unwrap_or(0);
             for p in onnxopt::passes::PASSES {
                 out!("{:w$}  {}", p.name, p.summary);
             }
         }
         Command::Bench(a) => {
             let (m, _) = cli::load(&a.model)?;
-            let other = a.other.as_ref().map(|p| cli::load(p).map(|x| x.0)).transpose()?;
+            let other = a
+                .other
+                .as_ref()
+                .map(|p| cli::load(p).map(|x| x.0))
+                .transpose()?;
             let samples = cli::samples(&m, &a.samples.args(), 1)?;
             let mut models = vec![&m];
             if let Some(o) = &other {
@@ -339,12 +361,26 @@ fn run(args: Cli) -> Result<ExitCode> {
             if a.json {
                 out!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                let names: Vec<String> =
-                    std::iter::once(&a.model).chain(a.other.iter()).map(|p| p.display().to_string()).collect();
+                let names: Vec<String> = std::iter::once(&a.model)
+                    .chain(a.other.iter())
+                    .map(|p| p.display().to_string())
+                    .collect();
                 let w = names.iter().map(|n| n.len()).max().unwrap_or(5);
-                out!("{:w$}  {:>10}  {:>10}  {:>10}  runs", "model", "median ms", "min ms", "max ms");
+                out!(
+                    "{:w$}  {:>10}  {:>10}  {:>10}  runs",
+                    "model",
+                    "median ms",
+                    "min ms",
+                    "max ms"
+                );
                 for (n, l) in names.iter().zip(&r.models) {
-                    out!("{n:w$}  {:>10.3}  {:>10.3}  {:>10.3}  {}", l.median_ms, l.min_ms, l.max_ms, l.runs);
+                    out!(
+                        "{n:w$}  {:>10.3}  {:>10.3}  {:>10.3}  {}",
+                        l.median_ms,
+                        l.min_ms,
+                        l.max_ms,
+                        l.runs
+                    );
                 }
                 if let Some(ratio) = r.ratio {
                     out!("ratio (second / first median): {ratio:.3}");
@@ -356,12 +392,25 @@ fn run(args: Cli) -> Result<ExitCode> {
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode> {
-    use onnxopt::verify::{compare_expected, compare_models, compare::render, CompareOptions, Tolerance};
+    use onnxopt::verify::{
+        compare::render, compare_expected, compare_models, CompareOptions, Tolerance,
+    };
     let (reference, _) = cli::load(&a.reference)?;
-    let candidate = a.candidate.as_ref().map(|p| cli::load(p).map(|x| x.0)).transpose()?;
+    let candidate = a
+        .candidate
+        .as_ref()
+        .map(|p| cli::load(p).map(|x| x.0))
+        .transpose()?;
     let samples = cli::samples(&reference, &a.samples.args(), 3)?;
-    let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: a.min_cosine };
-    let opts = CompareOptions { classes: a.classes.clone(), locate: a.locate };
+    let tol = Tolerance {
+        atol: a.atol,
+        rtol: a.rtol,
+        min_cosine: a.min_cosine,
+    };
+    let opts = CompareOptions {
+        classes: a.classes.clone(),
+        locate: a.locate,
+    };
     let report = match &candidate {
         Some(c) => compare_models(&reference, c, &samples, &tol, &opts)?,
         None => compare_expected(&reference, &samples, &tol, &opts)?,
@@ -369,12 +418,17 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
     match a.json.as_deref() {
         Some("-") => out!("{}", serde_json::to_string_pretty(&report)?),
         Some(f) => {
-            std::fs::write(f, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{f}'"))?;
+            std::fs::write(f, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("writing '{f}'"))?;
             outp!("{}", render(&report));
         }
         None => outp!("{}", render(&report)),
     }
-    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
@@ -403,13 +457,23 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         }
         let samples = cli::samples(&original, &sargs, a.check)
             .context("the equivalence check needs samples (or pass --no-check)")?;
-        let tol = Tolerance { atol: a.atol, rtol: a.rtol, min_cosine: None };
+        let tol = Tolerance {
+            atol: a.atol,
+            rtol: a.rtol,
+            min_cosine: None,
+        };
         let (r, culprit) = check(&original, &optimized, &pm, &samples, &tol, &input_shapes)
-            .context("cannot check the optimized model in tract (pass --no-check to skip the check)")?;
+            .context(
+                "cannot check the optimized model in tract (pass --no-check to skip the check)",
+            )?;
         passed = r.passed;
         if !passed {
             for o in r.outputs.iter().filter(|o| !o.passed) {
-                eprintln!("check failed: output '{}': {}", o.name, o.failure.clone().unwrap_or_default());
+                eprintln!(
+                    "check failed: output '{}': {}",
+                    o.name,
+                    o.failure.clone().unwrap_or_default()
+                );
             }
             if let Some(c) = &culprit {
                 eprintln!("check failed: pass '{c}' is the first to change the outputs (skip it with --skip {c})");
@@ -433,32 +497,63 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
             .passes
             .iter()
             .filter(|s| s.changed > 0)
-            .map(|s| format!("{} ({} nodes, {:+} bytes)", s.name, -s.nodes_removed, s.bytes_delta))
+            .map(|s| {
+                format!(
+                    "{} ({} nodes, {:+} bytes)",
+                    s.name, -s.nodes_removed, s.bytes_delta
+                )
+            })
             .collect();
         if !changed.is_empty() {
-            out!("passes that changed the model: {} (--stats for the full table)", changed.join(", "));
+            out!(
+                "passes that changed the model: {} (--stats for the full table)",
+                changed.join(", ")
+            );
         }
     }
     if a.stats {
-        out!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9}", "pass", "runs", "changed", "removed", "bytes delta", "ms");
+        out!(
+            "{:32} {:>5} {:>8} {:>8} {:>12} {:>9}",
+            "pass",
+            "runs",
+            "changed",
+            "removed",
+            "bytes delta",
+            "ms"
+        );
         for s in &report.passes {
-            out!("{:32} {:>5} {:>8} {:>8} {:>12} {:>9.2}", s.name, s.runs, s.changed, s.nodes_removed, s.bytes_delta, s.ms);
+            out!(
+                "{:32} {:>5} {:>8} {:>8} {:>12} {:>9.2}",
+                s.name,
+                s.runs,
+                s.changed,
+                s.nodes_removed,
+                s.bytes_delta,
+                s.ms
+            );
         }
         for (p, why) in report.declined.iter().take(20) {
             out!("declined by {p}: {why}");
         }
         if report.declined.len() > 20 {
-            out!("... {} more declined rewrites (see --report)", report.declined.len() - 20);
+            out!(
+                "... {} more declined rewrites (see --report)",
+                report.declined.len() - 20
+            );
         }
     }
     if let Some(c) = &report.check {
         if c.passed {
             let worst = c.outputs.iter().map(|o| o.max_abs).fold(0.0f64, f64::max);
-            out!("check: {} sample(s), outputs within tolerance (max_abs {worst:.3e})", c.samples);
+            out!(
+                "check: {} sample(s), outputs within tolerance (max_abs {worst:.3e})",
+                c.samples
+            );
         }
     }
     if let Some(path) = &a.report {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{}'", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing '{}'", path.display()))?;
     }
     if !passed && !a.force {
         eprintln!("nothing written (use --force to write anyway)");
@@ -466,7 +561,9 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     }
     // A model that came with external data keeps its weights external.
     let policy = if cli::has_external_data(&original) {
-        DataPolicy::External { threshold: onnxopt::export::DEFAULT_EXTERNAL_THRESHOLD }
+        DataPolicy::External {
+            threshold: onnxopt::export::DEFAULT_EXTERNAL_THRESHOLD,
+        }
     } else {
         DataPolicy::Keep
     };
@@ -474,27 +571,45 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         .with_context(|| format!("writing '{}'", a.output.display()))?;
     let input_bytes = cli::model_bytes(&a.model, &external_files);
     let output_bytes = saved.model_bytes + saved.data_file.as_ref().map(|d| d.1).unwrap_or(0);
-    out!("wrote {} ({output_bytes} bytes; input {input_bytes} bytes)", a.output.display());
+    out!(
+        "wrote {} ({output_bytes} bytes; input {input_bytes} bytes)",
+        a.output.display()
+    );
     if output_bytes > input_bytes {
         eprintln!(
             "note: the output is {} bytes larger than the input (names and small shape constants of rewritten nodes)",
             output_bytes - input_bytes
         );
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     use onnxopt::quant::{self, calib::Method, params::ActType, QuantOptions};
-    use onnxopt::verify::{compare_models, compare::render, CompareOptions, Tolerance};
+    use onnxopt::verify::{compare::render, compare_models, CompareOptions, Tolerance};
     cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
     let (mut original, _) = cli::load(&a.model)?;
-    let input_shapes = a.input_shape.iter().map(|s| onnxopt::inputs::parse_shape_flag(s)).collect::<Result<Vec<_>, _>>()?;
+    let input_shapes = a
+        .input_shape
+        .iter()
+        .map(|s| onnxopt::inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
     onnxopt::optimize::fix_input_shapes(&mut original, &input_shapes);
-    let oopts = onnxopt::optimize::OptimizeOptions { input_shapes: input_shapes.clone(), ..Default::default() };
+    let oopts = onnxopt::optimize::OptimizeOptions {
+        input_shapes: input_shapes.clone(),
+        ..Default::default()
+    };
     let (float, _, _) = onnxopt::optimize::run_passes(&original, &oopts)?;
     let mut opts = QuantOptions {
-        activations: if a.activations == "int8" { ActType::I8 } else { ActType::U8 },
+        activations: if a.activations == "int8" {
+            ActType::I8
+        } else {
+            ActType::U8
+        },
         symmetric: a.symmetric,
         per_channel: !a.per_tensor,
         exclude_nodes: a.exclude_nodes.clone(),
@@ -525,8 +640,10 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     let table = match &a.table {
         _ if a.dynamic => Default::default(),
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("'{}' is not a calibration table", p.display()))?
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("'{}' is not a calibration table", p.display()))?
         }
         None => {
             let method = match a.method.as_str() {
@@ -534,13 +651,19 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
                 "entropy" => Method::Entropy,
                 _ => Method::MinMax,
             };
-            quant::calibrate(&float, &calibration, method, &opts).context("calibration in tract failed")?
+            quant::calibrate(&float, &calibration, method, &opts)
+                .context("calibration in tract failed")?
         }
     };
     if let Some(p) = &a.save_table {
-        std::fs::write(p, serde_json::to_string_pretty(&table)?).with_context(|| format!("writing '{}'", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&table)?)
+            .with_context(|| format!("writing '{}'", p.display()))?;
     }
-    let (q, mut report) = if a.dynamic { quant::dynamic(&float, &opts)? } else { quant::insert_qdq(&float, &table, &opts)? };
+    let (q, mut report) = if a.dynamic {
+        quant::dynamic(&float, &opts)?
+    } else {
+        quant::insert_qdq(&float, &table, &opts)?
+    };
     for n in &report.notes {
         eprintln!("note: {n}");
     }
@@ -552,10 +675,29 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         calibration.clone()
     };
     if !eval.is_empty() {
-        let r = compare_models(&original, &q, &eval, &Tolerance { atol: 0.0, rtol: 0.0, min_cosine: Some(0.0) }, &CompareOptions::default())
-            .context("evaluating the quantized model in tract")?;
-        let kind = if !a.eval.is_empty() { "eval" } else if a.dynamic { "random" } else { "calibration" };
-        out!("accuracy vs the float model on {} {kind} sample(s):", eval.len());
+        let r = compare_models(
+            &original,
+            &q,
+            &eval,
+            &Tolerance {
+                atol: 0.0,
+                rtol: 0.0,
+                min_cosine: Some(0.0),
+            },
+            &CompareOptions::default(),
+        )
+        .context("evaluating the quantized model in tract")?;
+        let kind = if !a.eval.is_empty() {
+            "eval"
+        } else if a.dynamic {
+            "random"
+        } else {
+            "calibration"
+        };
+        out!(
+            "accuracy vs the float model on {} {kind} sample(s):",
+            eval.len()
+        );
         outp!("{}", render(&r));
         let worst = quant::measure_sqnr(&float, &q, &mut report, &eval).unwrap_or_default();
         if !worst.is_empty() {
@@ -565,12 +707,23 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
             }
         }
     }
-    out!("quantized {} node(s), kept {} in float", report.quantized_nodes.len(), report.skipped.len());
+    out!(
+        "quantized {} node(s), kept {} in float",
+        report.quantized_nodes.len(),
+        report.skipped.len()
+    );
     if let Some(p) = &a.report {
-        std::fs::write(p, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing '{}'", p.display()))?;
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing '{}'", p.display()))?;
     }
-    let saved = onnxopt::export::save(&q, &a.output, DataPolicy::Keep).with_context(|| format!("writing '{}'", a.output.display()))?;
+    let saved = onnxopt::export::save(&q, &a.output, DataPolicy::Keep)
+        .with_context(|| format!("writing '{}'", a.output.display()))?;
     let before = std::fs::metadata(&a.model).map(|m| m.len()).unwrap_or(0);
-    out!("wrote {} ({} bytes; float input {} bytes)", a.output.display(), saved.model_bytes, before);
+    out!(
+        "wrote {} ({} bytes; float input {} bytes)",
+        a.output.display(),
+        saved.model_bytes,
+        before
+    );
     Ok(ExitCode::SUCCESS)
 }

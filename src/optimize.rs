@@ -42,20 +42,34 @@ pub struct OptimizeReport {
 fn size(m: &Model) -> ModelSize {
     let (nodes, param_bytes) = passes::size_of(m);
     let params = crate::analysis::stats::stats_params(m);
-    ModelSize { nodes, params, param_bytes }
+    ModelSize {
+        nodes,
+        params,
+        param_bytes,
+    }
 }
 
 /// The pipeline the options describe.
 pub fn pipeline(opts: &OptimizeOptions) -> Result<Vec<passes::Step>, PassError> {
     let names: Vec<&'static str> = match &opts.passes {
-        Some(list) => list.iter().map(|n| passes::find(n).map(|p| p.name)).collect::<Result<_, _>>()?,
+        Some(list) => list
+            .iter()
+            .map(|n| passes::find(n).map(|p| p.name))
+            .collect::<Result<_, _>>()?,
         None => passes::PASSES.iter().map(|p| p.name).collect(),
     };
     for s in &opts.skip {
         passes::find(s)?;
     }
-    let names: Vec<&'static str> = names.into_iter().filter(|n| !opts.skip.iter().any(|s| s == n)).collect();
-    Ok(if opts.passes.is_none() && opts.skip.is_empty() { pipelines::lossless() } else { pipelines::of(names) })
+    let names: Vec<&'static str> = names
+        .into_iter()
+        .filter(|n| !opts.skip.iter().any(|s| s == n))
+        .collect();
+    Ok(if opts.passes.is_none() && opts.skip.is_empty() {
+        pipelines::lossless()
+    } else {
+        pipelines::of(names)
+    })
 }
 
 /// Writes `--input-shape` dims into the declared input types, and binds the symbols they replace
@@ -74,7 +88,10 @@ pub fn fix_input_shapes(m: &mut Model, shapes: &[(String, Vec<i64>)]) {
                         bindings.insert(s.clone(), fixed);
                     }
                 }
-                let denotation = v.ty.as_ref().map(|t| t.denotation.clone()).unwrap_or_default();
+                let denotation =
+                    v.ty.as_ref()
+                        .map(|t| t.denotation.clone())
+                        .unwrap_or_default();
                 let mut ty = crate::ir::Type::tensor(elem, dims);
                 ty.denotation = denotation;
                 v.ty = Some(ty);
@@ -85,7 +102,10 @@ pub fn fix_input_shapes(m: &mut Model, shapes: &[(String, Vec<i64>)]) {
         return;
     }
     let bind = |ty: &mut Option<crate::ir::Type>| {
-        if let Some(TypeKind::Tensor { shape: Some(dims), .. }) = ty.as_mut().map(|t| &mut t.kind) {
+        if let Some(TypeKind::Tensor {
+            shape: Some(dims), ..
+        }) = ty.as_mut().map(|t| &mut t.kind)
+        {
             for d in dims.iter_mut() {
                 if let Dim::Symbol(s) = &d.dim {
                     if let Some(&v) = bindings.get(s) {
@@ -111,7 +131,10 @@ pub fn fix_input_shapes(m: &mut Model, shapes: &[(String, Vec<i64>)]) {
 
 /// Runs the passes. Returns the optimized model, the manager (trace and stats) and the report
 /// without a check.
-pub fn run_passes(model: &Model, opts: &OptimizeOptions) -> Result<(Model, PassManager, OptimizeReport), PassError> {
+pub fn run_passes(
+    model: &Model,
+    opts: &OptimizeOptions,
+) -> Result<(Model, PassManager, OptimizeReport), PassError> {
     let mut m = model.clone();
     fix_input_shapes(&mut m, &opts.input_shapes);
     let mut pm = PassManager::new(pipeline(opts)?);
@@ -119,7 +142,8 @@ pub fn run_passes(model: &Model, opts: &OptimizeOptions) -> Result<(Model, PassM
     let mut cx = PassContext::new(opts.input_shapes.clone());
     let t0 = Instant::now();
     pm.run(&mut m, &mut cx)?;
-    crate::ir::validate::validate(&m).map_err(|e| PassError::Broken(format!("optimized model is invalid: {e}")))?;
+    crate::ir::validate::validate(&m)
+        .map_err(|e| PassError::Broken(format!("optimized model is invalid: {e}")))?;
     let report = OptimizeReport {
         before: size(model),
         after: size(&m),
@@ -151,7 +175,9 @@ pub fn check(
     let changed: Vec<usize> = (0..trace.len()).filter(|&i| trace[i].1).collect();
     let fails = |k: usize| -> bool {
         match passes::replay(original, trace, changed[k] + 1, input_shapes) {
-            Ok(m) => compare_models(original, &m, samples, tol, &opts).map(|r| !r.passed).unwrap_or(true),
+            Ok(m) => compare_models(original, &m, samples, tol, &opts)
+                .map(|r| !r.passed)
+                .unwrap_or(true),
             Err(_) => true,
         }
     };

@@ -10,7 +10,9 @@ fn bin() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -25,9 +27,16 @@ fn stderr(o: &Output) -> String {
 fn assert_bad(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "exit code; stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected, got: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected, got: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in: {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in: {err}"
+    );
 }
 
 #[test]
@@ -42,10 +51,22 @@ fn inspect_text_names_interface_and_ops() {
 
 #[test]
 fn inspect_json_has_documented_keys() {
-    let o = run(&["inspect", "--json", fixture("if_subgraph.onnx").to_str().unwrap()]);
+    let o = run(&[
+        "inspect",
+        "--json",
+        fixture("if_subgraph.onnx").to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for key in ["nodes", "nodes_total", "ops", "params", "inputs", "outputs", "opsets"] {
+    for key in [
+        "nodes",
+        "nodes_total",
+        "ops",
+        "params",
+        "inputs",
+        "outputs",
+        "opsets",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
     assert_eq!(v["nodes"], 3);
@@ -60,7 +81,11 @@ fn inspect_shows_symbolic_dims_and_external_files() {
     let o = run(&["inspect", "--json", fixture("mlp.onnx").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["inputs"][0]["shape"][0], "batch");
-    let o = run(&["inspect", "--json", fixture("external_data.onnx").to_str().unwrap()]);
+    let o = run(&[
+        "inspect",
+        "--json",
+        fixture("external_data.onnx").to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["external_data"][0], "external_data.onnx.data");
 }
@@ -71,22 +96,48 @@ fn convert_is_byte_identical_across_runs_and_moves_data() {
     let a = dir.path().join("a.onnx");
     let b = dir.path().join("b.onnx");
     for out in [&a, &b] {
-        let o = run(&["convert", fixture("cnn.onnx").to_str().unwrap(), "-o", out.to_str().unwrap()]);
+        let o = run(&[
+            "convert",
+            fixture("cnn.onnx").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 
     // To external data and back.
     let ext = dir.path().join("ext.onnx");
-    let o = run(&["convert", a.to_str().unwrap(), "-o", ext.to_str().unwrap(), "--external-data", "--size-threshold", "1024"]);
+    let o = run(&[
+        "convert",
+        a.to_str().unwrap(),
+        "-o",
+        ext.to_str().unwrap(),
+        "--external-data",
+        "--size-threshold",
+        "1024",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let data = dir.path().join("ext.onnx.data");
     assert!(data.metadata().unwrap().len() > 200_000);
-    assert!(ext.metadata().unwrap().len() < 20_000, "weights left the model file");
+    assert!(
+        ext.metadata().unwrap().len() < 20_000,
+        "weights left the model file"
+    );
     let back = dir.path().join("back.onnx");
-    let o = run(&["convert", ext.to_str().unwrap(), "-o", back.to_str().unwrap(), "--inline-data"]);
+    let o = run(&[
+        "convert",
+        ext.to_str().unwrap(),
+        "-o",
+        back.to_str().unwrap(),
+        "--inline-data",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&a).unwrap(), "inline again gives the same bytes");
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&a).unwrap(),
+        "inline again gives the same bytes"
+    );
 }
 
 #[test]
@@ -98,7 +149,13 @@ fn convert_refuses_to_overwrite_its_input() {
     let o = run(&["convert", m.to_str().unwrap(), "-o", m.to_str().unwrap()]);
     assert_bad(&o, "--in-place");
     assert_eq!(std::fs::read(&m).unwrap(), before);
-    let o = run(&["convert", m.to_str().unwrap(), "-o", m.to_str().unwrap(), "--in-place"]);
+    let o = run(&[
+        "convert",
+        m.to_str().unwrap(),
+        "-o",
+        m.to_str().unwrap(),
+        "--in-place",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -106,7 +163,14 @@ fn convert_refuses_to_overwrite_its_input() {
 fn bad_flags_exit_2() {
     let o = run(&["convert", fixture("mlp.onnx").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    let o = run(&["convert", "x.onnx", "-o", "y.onnx", "--inline-data", "--external-data"]);
+    let o = run(&[
+        "convert",
+        "x.onnx",
+        "-o",
+        "y.onnx",
+        "--inline-data",
+        "--external-data",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let o = run(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2));
@@ -128,10 +192,19 @@ fn assert_convert_fails(bytes: &[u8], needle: &str) {
     let input = dir.path().join("bad.onnx");
     std::fs::write(&input, bytes).unwrap();
     let out = dir.path().join("out.onnx");
-    let o = run(&["convert", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "convert",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_bad(&o, needle);
     assert!(!out.exists(), "no output file on failure");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers.len(), 1, "no temporary files left: {leftovers:?}");
     let o = run(&["inspect", input.to_str().unwrap()]);
     assert_bad(&o, needle);
@@ -165,14 +238,22 @@ fn truncated_model() {
 
 #[test]
 fn json_file() {
-    assert_convert_fails(br#"{"graph": {"node": []}, "ir_version": 8}"#, "not an ONNX model");
+    assert_convert_fails(
+        br#"{"graph": {"node": []}, "ir_version": 8}"#,
+        "not an ONNX model",
+    );
 }
 
 #[test]
 fn directory_instead_of_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.onnx");
-    let o = run(&["convert", dir.path().to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let o = run(&[
+        "convert",
+        dir.path().to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
     assert_bad(&o, "is a directory");
     assert!(!out.exists());
 }

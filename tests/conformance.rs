@@ -28,7 +28,9 @@ fn suite_dir() -> Option<PathBuf> {
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/venv/lib");
     for entry in std::fs::read_dir(venv).ok()?.flatten() {
-        let p = entry.path().join("site-packages/onnx/backend/test/data/node");
+        let p = entry
+            .path()
+            .join("site-packages/onnx/backend/test/data/node");
         if p.is_dir() {
             return Some(p);
         }
@@ -60,9 +62,17 @@ enum Outcome {
 fn only_tensors(m: &Model) -> bool {
     let g = &m.graph;
     let input_ok = g.inputs().iter().all(|&i| {
-        matches!(g.node(i).outputs[0].ty.as_ref().map(|t| &t.kind), Some(TypeKind::Tensor { .. }))
+        matches!(
+            g.node(i).outputs[0].ty.as_ref().map(|t| &t.kind),
+            Some(TypeKind::Tensor { .. })
+        )
     });
-    let output_ok = g.outputs.iter().all(|o| matches!(o.ty.as_ref().map(|t| &t.kind), Some(TypeKind::Tensor { .. })));
+    let output_ok = g.outputs.iter().all(|o| {
+        matches!(
+            o.ty.as_ref().map(|t| &t.kind),
+            Some(TypeKind::Tensor { .. })
+        )
+    });
     input_ok && output_ok
 }
 
@@ -73,7 +83,8 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
 
     // Round trip: equal IR, byte-identical second export.
     let exported = export::to_bytes_inline(&model).map_err(|e| format!("export failed: {e:#}"))?;
-    let again = import::from_bytes(Bytes::from(exported.clone()), None).map_err(|e| format!("re-import failed: {e:#}"))?;
+    let again = import::from_bytes(Bytes::from(exported.clone()), None)
+        .map_err(|e| format!("re-import failed: {e:#}"))?;
     let (d1, d2) = (dump_model(&model), dump_model(&again));
     if d1 != d2 {
         let line = d1.lines().zip(d2.lines()).find(|(a, b)| a != b);
@@ -85,13 +96,21 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
     }
 
     // Every case, runnable in tract or not, must optimize without error into a valid model.
-    let opts = onnxopt::optimize::OptimizeOptions { validate_each: true, ..Default::default() };
-    let (optimized, _, _) = onnxopt::optimize::run_passes(&model, &opts).map_err(|e| format!("optimize failed: {e:#}"))?;
-    let reexported = export::to_bytes_inline(&optimized).map_err(|e| format!("export of optimized model failed: {e:#}"))?;
-    import::from_bytes(Bytes::from(reexported), None).map_err(|e| format!("optimized model does not re-import: {e:#}"))?;
+    let opts = onnxopt::optimize::OptimizeOptions {
+        validate_each: true,
+        ..Default::default()
+    };
+    let (optimized, _, _) = onnxopt::optimize::run_passes(&model, &opts)
+        .map_err(|e| format!("optimize failed: {e:#}"))?;
+    let reexported = export::to_bytes_inline(&optimized)
+        .map_err(|e| format!("export of optimized model failed: {e:#}"))?;
+    import::from_bytes(Bytes::from(reexported), None)
+        .map_err(|e| format!("optimized model does not re-import: {e:#}"))?;
 
     if !only_tensors(&model) {
-        return Ok(Outcome::TractUnsupported("sequence/optional/map inputs or outputs".into()));
+        return Ok(Outcome::TractUnsupported(
+            "sequence/optional/map inputs or outputs".into(),
+        ));
     }
     // Samples through the same loader `onnxopt verify --inputs` uses.
     let specs = onnxopt::inputs::specs(&model, &[]).map_err(|e| format!("input specs: {e}"))?;
@@ -99,27 +118,53 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
         .graph
         .outputs
         .iter()
-        .map(|o| (model.graph.value(o.value).name.clone(), o.ty.as_ref().and_then(|t| t.as_tensor()).map(|t| t.0).unwrap()))
+        .map(|o| {
+            (
+                model.graph.value(o.value).name.clone(),
+                o.ty.as_ref()
+                    .and_then(|t| t.as_tensor())
+                    .map(|t| t.0)
+                    .unwrap(),
+            )
+        })
         .collect();
     let samples = match onnxopt::inputs::load(dir, &specs, &outputs) {
         Ok(s) => s,
         // A few cases store bfloat16 inputs as uint16 arrays; our loader insists on the declared type.
-        Err(e) => return Ok(Outcome::TractUnsupported(format!("test data does not match the declared inputs: {e}"))),
+        Err(e) => {
+            return Ok(Outcome::TractUnsupported(format!(
+                "test data does not match the declared inputs: {e}"
+            )))
+        }
     };
-    let tol = Tolerance { atol: ATOL, rtol: RTOL, min_cosine: None };
+    let tol = Tolerance {
+        atol: ATOL,
+        rtol: RTOL,
+        min_cosine: None,
+    };
     for sample in &samples {
-        let expected: Vec<&onnxopt::ir::Tensor> = outputs.iter().filter_map(|(n, _)| sample.expected.get(n)).collect();
+        let expected: Vec<&onnxopt::ir::Tensor> = outputs
+            .iter()
+            .filter_map(|(n, _)| sample.expected.get(n))
+            .collect();
         // The original model first: if tract cannot run it or gets it wrong, that is tract's limit.
         let original = Runner::from_bytes(&original_bytes, &sample.inputs)
             .and_then(|r| r.run(&sample.inputs))
             .map_err(|e| e.to_string())
             .and_then(|outs| {
                 if outs.len() != expected.len() {
-                    return Err(format!("{} outputs, expected {}", outs.len(), expected.len()));
+                    return Err(format!(
+                        "{} outputs, expected {}",
+                        outs.len(),
+                        expected.len()
+                    ));
                 }
-                outs.iter().zip(&expected).enumerate().try_for_each(|(k, (a, e))| {
-                    allclose(a, e, ATOL, RTOL).map_err(|m| format!("output {k}: {m}"))
-                })
+                outs.iter()
+                    .zip(&expected)
+                    .enumerate()
+                    .try_for_each(|(k, (a, e))| {
+                        allclose(a, e, ATOL, RTOL).map_err(|m| format!("output {k}: {m}"))
+                    })
             });
         if let Err(reason) = original {
             return Ok(Outcome::TractUnsupported(reason));
@@ -129,20 +174,39 @@ fn run_case(dir: &Path) -> Result<Outcome, String> {
     let report = compare_expected(&optimized, &samples, &tol, &CompareOptions::default())
         .map_err(|e| format!("optimized model fails in tract where the original runs: {e}"))?;
     if !report.passed {
-        let bad: Vec<String> = report.outputs.iter().filter(|o| !o.passed).map(|o| format!("{}: {:?}", o.name, o.failure)).collect();
-        return Err(format!("optimized model differs from expected: {}", bad.join("; ")));
+        let bad: Vec<String> = report
+            .outputs
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| format!("{}: {:?}", o.name, o.failure))
+            .collect();
+        return Err(format!(
+            "optimized model differs from expected: {}",
+            bad.join("; ")
+        ));
     }
-    let (again, pm, _) = onnxopt::optimize::run_passes(&optimized, &opts).map_err(|e| format!("re-optimize failed: {e:#}"))?;
+    let (again, pm, _) = onnxopt::optimize::run_passes(&optimized, &opts)
+        .map_err(|e| format!("re-optimize failed: {e:#}"))?;
     if let Some((pass, _)) = pm.trace.iter().find(|(_, changed)| *changed) {
-        return Err(format!("not idempotent: {pass} changed the optimized model"));
+        return Err(format!(
+            "not idempotent: {pass} changed the optimized model"
+        ));
     }
     let _ = again;
     // Our model, through the verify API.
     let report = compare_expected(&model, &samples, &tol, &CompareOptions::default())
         .map_err(|e| format!("exported model fails in tract where the original runs: {e}"))?;
     if !report.passed {
-        let bad: Vec<String> = report.outputs.iter().filter(|o| !o.passed).map(|o| format!("{}: {:?}", o.name, o.failure)).collect();
-        return Err(format!("exported model differs from expected where the original matched: {}", bad.join("; ")));
+        let bad: Vec<String> = report
+            .outputs
+            .iter()
+            .filter(|o| !o.passed)
+            .map(|o| format!("{}: {:?}", o.name, o.failure))
+            .collect();
+        return Err(format!(
+            "exported model differs from expected where the original matched: {}",
+            bad.join("; ")
+        ));
     }
     Ok(Outcome::Passed)
 }

@@ -3,7 +3,8 @@
 
 use onnxopt::cli::SampleArgs;
 use onnxopt::ir::{
-    dump::dump_model, AttrValue, Attribute, DataType, Graph, GraphOutput, Model, Node, NodeKind, Op, Tensor, Type, Value, ValueId,
+    dump::dump_model, AttrValue, Attribute, DataType, Graph, GraphOutput, Model, Node, NodeKind,
+    Op, Tensor, Type, Value, ValueId,
 };
 use onnxopt::optimize::{run_passes, OptimizeOptions};
 use onnxopt::verify::{compare_models, CompareOptions, Tolerance};
@@ -17,7 +18,14 @@ struct B {
 
 impl B {
     fn new(opset: i64) -> B {
-        B { m: Model { ir_version: 8, opset_imports: vec![(String::new(), opset)], graph: Graph::new("g"), ..Model::default() } }
+        B {
+            m: Model {
+                ir_version: 8,
+                opset_imports: vec![(String::new(), opset)],
+                graph: Graph::new("g"),
+                ..Model::default()
+            },
+        }
     }
     fn g(&mut self) -> &mut Graph {
         &mut self.m.graph
@@ -25,14 +33,32 @@ impl B {
     fn input(&mut self, name: &str, dims: &[i64]) -> ValueId {
         let mut v = Value::named(name);
         v.ty = Some(Type::tensor(DataType::FLOAT, dims));
-        let id = self.g().add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![v]));
-        ValueId { node: id, output: 0 }
+        let id = self.g().add_node(Node::new(
+            "",
+            NodeKind::Input { default: None },
+            vec![],
+            vec![v],
+        ));
+        ValueId {
+            node: id,
+            output: 0,
+        }
     }
     fn input_with_default(&mut self, name: &str, t: Tensor) -> ValueId {
         let mut v = Value::named(name);
         v.ty = Some(Type::tensor(t.dtype, &t.dims));
-        let id = self.g().add_node(Node::new("", NodeKind::Input { default: Some(Arc::new(t)) }, vec![], vec![v]));
-        ValueId { node: id, output: 0 }
+        let id = self.g().add_node(Node::new(
+            "",
+            NodeKind::Input {
+                default: Some(Arc::new(t)),
+            },
+            vec![],
+            vec![v],
+        ));
+        ValueId {
+            node: id,
+            output: 0,
+        }
     }
     fn init(&mut self, name: &str, t: Tensor) -> ValueId {
         let mut t = t;
@@ -43,20 +69,45 @@ impl B {
             vec![],
             vec![Value::named(name)],
         ));
-        ValueId { node: id, output: 0 }
+        ValueId {
+            node: id,
+            output: 0,
+        }
     }
-    fn op(&mut self, op: &str, name: &str, inputs: &[Option<ValueId>], attrs: Vec<Attribute>, outs: &[&str]) -> Vec<ValueId> {
+    fn op(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[Option<ValueId>],
+        attrs: Vec<Attribute>,
+        outs: &[&str],
+    ) -> Vec<ValueId> {
         let mut o = Op::new(op);
         o.attributes = attrs;
-        let id = self.g().add_node(Node::new(name, NodeKind::Op(o), inputs.to_vec(), outs.iter().map(|n| Value::named(*n)).collect()));
-        (0..outs.len()).map(|k| ValueId { node: id, output: k }).collect()
+        let id = self.g().add_node(Node::new(
+            name,
+            NodeKind::Op(o),
+            inputs.to_vec(),
+            outs.iter().map(|n| Value::named(*n)).collect(),
+        ));
+        (0..outs.len())
+            .map(|k| ValueId {
+                node: id,
+                output: k,
+            })
+            .collect()
     }
     fn op1(&mut self, op: &str, inputs: &[ValueId], attrs: Vec<Attribute>, out: &str) -> ValueId {
         let ins: Vec<Option<ValueId>> = inputs.iter().map(|v| Some(*v)).collect();
         self.op(op, out, &ins, attrs, &[out])[0]
     }
     fn output(&mut self, v: ValueId) {
-        self.g().outputs.push(GraphOutput { value: v, ty: None, doc_string: String::new(), metadata_props: vec![] });
+        self.g().outputs.push(GraphOutput {
+            value: v,
+            ty: None,
+            doc_string: String::new(),
+            metadata_props: vec![],
+        });
     }
     fn done(self) -> Model {
         onnxopt::ir::validate::validate(&self.m).unwrap();
@@ -74,12 +125,18 @@ fn int(name: &str, v: i64) -> Attribute {
 
 fn ramp(dims: &[i64], scale: f32) -> Tensor {
     let n: i64 = dims.iter().product();
-    let v: Vec<f32> = (0..n).map(|i| ((i * 37 % 17) as f32 - 8.0) * scale).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) * scale)
+        .collect();
     Tensor::from_f32(dims.to_vec(), &v)
 }
 
 fn run(m: &Model, passes: &[&str]) -> (Model, Vec<(String, String)>) {
-    let opts = OptimizeOptions { passes: Some(passes.iter().map(|s| s.to_string()).collect()), validate_each: true, ..Default::default() };
+    let opts = OptimizeOptions {
+        passes: Some(passes.iter().map(|s| s.to_string()).collect()),
+        validate_each: true,
+        ..Default::default()
+    };
     let (out, _, report) = run_passes(m, &opts).unwrap();
     (out, report.declined)
 }
@@ -92,24 +149,49 @@ fn ops(m: &Model) -> Vec<String> {
 
 /// Both models agree in tract on seeded random inputs within the tolerance.
 fn same_outputs(a: &Model, b: &Model, atol: f64, rtol: f64) {
-    let samples = onnxopt::cli::samples(a, &SampleArgs { random: Some(3), seed: 11, ..Default::default() }, 3).unwrap();
-    let r = compare_models(a, b, &samples, &Tolerance { atol, rtol, min_cosine: None }, &CompareOptions::default()).unwrap();
+    let samples = onnxopt::cli::samples(
+        a,
+        &SampleArgs {
+            random: Some(3),
+            seed: 11,
+            ..Default::default()
+        },
+        3,
+    )
+    .unwrap();
+    let r = compare_models(
+        a,
+        b,
+        &samples,
+        &Tolerance {
+            atol,
+            rtol,
+            min_cosine: None,
+        },
+        &CompareOptions::default(),
+    )
+    .unwrap();
     assert!(r.passed, "{}", onnxopt::verify::compare::render(&r));
 }
 
 fn golden(name: &str, m: &Model) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/passes").join(format!("{name}.txt"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/passes")
+        .join(format!("{name}.txt"));
     let got = dump_model(m);
     if std::env::var("UPDATE_GOLDEN").is_ok() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &got).unwrap();
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("{} missing (UPDATE_GOLDEN=1)", path.display()));
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{} missing (UPDATE_GOLDEN=1)", path.display()));
     assert_eq!(got, want, "golden dump {name} changed");
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 // ---- fold-constants ---------------------------------------------------------------------------
@@ -148,22 +230,47 @@ fn fold_constants_declines_overridable_inputs_random_ops_and_big_values() {
     let m = b.done();
     let (out, declined) = run(&m, &["fold-constants"]);
     let o = ops(&out);
-    assert!(o.contains(&"Mul".to_string()), "overridable input default is not folded: {o:?}");
-    assert!(o.contains(&"RandomUniform".to_string()), "random ops are not folded: {o:?}");
-    assert!(o.contains(&"ConstantOfShape".to_string()), "size guard keeps the 4 MB value out: {o:?}");
-    assert!(!o.contains(&"ReduceSum".to_string()), "a reduction of a constant folds: {o:?}");
-    assert_eq!(o.iter().filter(|x| *x == "ConstantOfShape").count(), 1, "{o:?}");
-    assert!(declined.iter().any(|(_, w)| w.contains("size guard")), "{declined:?}");
+    assert!(
+        o.contains(&"Mul".to_string()),
+        "overridable input default is not folded: {o:?}"
+    );
+    assert!(
+        o.contains(&"RandomUniform".to_string()),
+        "random ops are not folded: {o:?}"
+    );
+    assert!(
+        o.contains(&"ConstantOfShape".to_string()),
+        "size guard keeps the 4 MB value out: {o:?}"
+    );
+    assert!(
+        !o.contains(&"ReduceSum".to_string()),
+        "a reduction of a constant folds: {o:?}"
+    );
+    assert_eq!(
+        o.iter().filter(|x| *x == "ConstantOfShape").count(),
+        1,
+        "{o:?}"
+    );
+    assert!(
+        declined.iter().any(|(_, w)| w.contains("size guard")),
+        "{declined:?}"
+    );
     let before = onnxopt::export::to_bytes_inline(&m).unwrap().len();
     let after = onnxopt::export::to_bytes_inline(&out).unwrap().len();
-    assert!(after <= before + 64, "folding must not grow the model: {before} -> {after}");
+    assert!(
+        after <= before + 64,
+        "folding must not grow the model: {before} -> {after}"
+    );
 }
 
 #[test]
 fn fold_constants_turns_constant_nodes_into_initializers() {
     let m = onnxopt::import::load(&fixture("storage.onnx")).unwrap();
     let (out, _) = run(&m, &["fold-constants"]);
-    assert!(!ops(&out).contains(&"Constant".to_string()) || ops(&out).iter().filter(|o| *o == "Constant").count() == 1);
+    assert!(
+        !ops(&out).contains(&"Constant".to_string())
+            || ops(&out).iter().filter(|o| *o == "Constant").count() == 1
+    );
     golden("fold_constants_storage", &out);
 }
 
@@ -183,7 +290,11 @@ fn eliminate_identity_positive_and_graph_output_rename() {
     let m = b.done();
     let (out, _) = run(&m, &["eliminate-identity"]);
     assert_eq!(ops(&out), vec!["Relu"]);
-    assert_eq!(out.graph.value(out.graph.outputs[0].value).name, "y", "the output keeps its name");
+    assert_eq!(
+        out.graph.value(out.graph.outputs[0].value).name,
+        "y",
+        "the output keeps its name"
+    );
     same_outputs(&m, &out, 0.0, 0.0);
     golden("eliminate_identity", &out);
 }
@@ -198,16 +309,37 @@ fn eliminate_identity_negative() {
     // Dropout whose training_mode is a runtime input.
     let mut v = Value::named("train");
     v.ty = Some(Type::tensor(DataType::BOOL, &[]));
-    let tid = b.g().add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![v]));
+    let tid = b.g().add_node(Node::new(
+        "",
+        NodeKind::Input { default: None },
+        vec![],
+        vec![v],
+    ));
     let ratio = b.init("ratio", Tensor::from_f32(vec![], &[0.5]));
-    let d = b.op("Dropout", "drop", &[Some(x), Some(ratio), Some(ValueId { node: tid, output: 0 })], vec![], &["d"])[0];
+    let d = b.op(
+        "Dropout",
+        "drop",
+        &[
+            Some(x),
+            Some(ratio),
+            Some(ValueId {
+                node: tid,
+                output: 0,
+            }),
+        ],
+        vec![],
+        &["d"],
+    )[0];
     b.output(d);
     let t = b.op1("Transpose", &[x], vec![ints("perm", &[1, 0])], "t");
     b.output(t);
     let m = b.done();
     let (out, declined) = run(&m, &["eliminate-identity"]);
     assert_eq!(ops(&out), vec!["Dropout", "Identity", "Transpose"]);
-    assert!(declined.iter().any(|(_, w)| w.contains("graph output")), "{declined:?}");
+    assert!(
+        declined.iter().any(|(_, w)| w.contains("graph output")),
+        "{declined:?}"
+    );
 }
 
 // ---- fuse-batch-norm ---------------------------------------------------------------------------
@@ -216,16 +348,29 @@ fn eliminate_identity_negative() {
 fn fuse_batch_norm_on_the_cnn() {
     let m = onnxopt::import::load(&fixture("cnn.onnx")).unwrap();
     let (out, _) = run(&m, &["fuse-batch-norm"]);
-    assert!(!ops(&out).contains(&"BatchNormalization".to_string()), "{:?}", ops(&out));
+    assert!(
+        !ops(&out).contains(&"BatchNormalization".to_string()),
+        "{:?}",
+        ops(&out)
+    );
     // float32 reassociation: a few ulps.
     same_outputs(&m, &out, 1e-5, 1e-4);
     golden("fuse_batch_norm_cnn", &out);
 }
 
-fn conv_bn(shared_weight: bool, conv_out_is_output: bool, bn_param_input: bool, transpose: bool) -> Model {
+fn conv_bn(
+    shared_weight: bool,
+    conv_out_is_output: bool,
+    bn_param_input: bool,
+    transpose: bool,
+) -> Model {
     let mut b = B::new(13);
     let x = b.input("x", &[1, 2, 5, 5]);
-    let (wdims, op) = if transpose { (vec![2, 3, 3, 3], "ConvTranspose") } else { (vec![3, 2, 3, 3], "Conv") };
+    let (wdims, op) = if transpose {
+        (vec![2, 3, 3, 3], "ConvTranspose")
+    } else {
+        (vec![3, 2, 3, 3], "Conv")
+    };
     let w = b.init("w", ramp(&wdims, 0.1));
     let cb = b.init("cb", ramp(&[3], 0.2));
     let c = b.op1(op, &[x, w, cb], vec![ints("kernel_shape", &[3, 3])], "c");
@@ -236,11 +381,20 @@ fn conv_bn(shared_weight: bool, conv_out_is_output: bool, bn_param_input: bool, 
     if conv_out_is_output {
         b.output(c);
     }
-    let scale = if bn_param_input { b.input("gamma", &[3]) } else { b.init("gamma", Tensor::from_f32(vec![3], &[0.5, 1.5, 2.0])) };
+    let scale = if bn_param_input {
+        b.input("gamma", &[3])
+    } else {
+        b.init("gamma", Tensor::from_f32(vec![3], &[0.5, 1.5, 2.0]))
+    };
     let beta = b.init("beta", Tensor::from_f32(vec![3], &[0.1, -0.2, 0.3]));
     let mean = b.init("mean", Tensor::from_f32(vec![3], &[0.05, 0.1, -0.1]));
     let var = b.init("var", Tensor::from_f32(vec![3], &[0.9, 1.1, 0.5]));
-    let y = b.op1("BatchNormalization", &[c, scale, beta, mean, var], vec![], "y");
+    let y = b.op1(
+        "BatchNormalization",
+        &[c, scale, beta, mean, var],
+        vec![],
+        "y",
+    );
     b.output(y);
     b.done()
 }
@@ -258,13 +412,28 @@ fn fuse_batch_norm_conv_transpose() {
 #[test]
 fn fuse_batch_norm_negative() {
     for (m, why) in [
-        (conv_bn(true, false, false, false), "weight is not a constant used only by this node"),
-        (conv_bn(false, true, false, false), "used elsewhere or is a graph output"),
-        (conv_bn(false, false, true, false), "not a constant float tensor"),
+        (
+            conv_bn(true, false, false, false),
+            "weight is not a constant used only by this node",
+        ),
+        (
+            conv_bn(false, true, false, false),
+            "used elsewhere or is a graph output",
+        ),
+        (
+            conv_bn(false, false, true, false),
+            "not a constant float tensor",
+        ),
     ] {
         let (out, declined) = run(&m, &["fuse-batch-norm"]);
-        assert!(ops(&out).contains(&"BatchNormalization".to_string()), "{why}");
-        assert!(declined.iter().any(|(_, w)| w.contains(why)), "{why}: {declined:?}");
+        assert!(
+            ops(&out).contains(&"BatchNormalization".to_string()),
+            "{why}"
+        );
+        assert!(
+            declined.iter().any(|(_, w)| w.contains(why)),
+            "{why}: {declined:?}"
+        );
         if !why.contains("not a constant float") {
             // tract itself needs constant BN parameters, so that case cannot run.
             same_outputs(&m, &out, 0.0, 0.0);
@@ -315,8 +484,18 @@ fn fuse_bias_negative() {
     let m = b.done();
     let (out, declined) = run(&m, &["fuse-bias"]);
     assert_eq!(ops(&out), vec!["Add", "Add", "Conv", "MatMul"]);
-    assert!(declined.iter().any(|(_, w)| w.contains("not one value per output channel")), "{declined:?}");
-    assert!(declined.iter().any(|(_, w)| w.contains("would not all merge")), "{declined:?}");
+    assert!(
+        declined
+            .iter()
+            .any(|(_, w)| w.contains("not one value per output channel")),
+        "{declined:?}"
+    );
+    assert!(
+        declined
+            .iter()
+            .any(|(_, w)| w.contains("would not all merge")),
+        "{declined:?}"
+    );
 }
 
 // ---- fuse-transposes / fuse-reshapes -----------------------------------------------------------
@@ -338,7 +517,10 @@ fn fuse_transposes_cancel_and_compose() {
     b.output(t6);
     let m = b.done();
     let (out, _) = run(&m, &["fuse-transposes"]);
-    assert_eq!(ops(&out), vec!["Relu", "Transpose", "Transpose", "Transpose"]);
+    assert_eq!(
+        ops(&out),
+        vec!["Relu", "Transpose", "Transpose", "Transpose"]
+    );
     same_outputs(&m, &out, 0.0, 0.0);
     golden("fuse_transposes", &out);
 }
@@ -358,7 +540,11 @@ fn fuse_reshapes_positive_and_negative() {
     b.output(r4);
     let m = b.done();
     let (out, _) = run(&m, &["fuse-reshapes"]);
-    assert_eq!(ops(&out), vec!["Reshape", "Reshape", "Reshape"], "a 0 in the target blocks fusion");
+    assert_eq!(
+        ops(&out),
+        vec!["Reshape", "Reshape", "Reshape"],
+        "a 0 in the target blocks fusion"
+    );
     same_outputs(&m, &out, 0.0, 0.0);
     golden("fuse_reshapes", &out);
 }
@@ -379,7 +565,10 @@ fn cse_merges_equal_nodes_but_not_random_ones() {
     b.output(t);
     let m = b.done();
     let (out, _) = run(&m, &["eliminate-common-subexpression"]);
-    assert_eq!(ops(&out), vec!["Add", "RandomNormalLike", "RandomNormalLike", "Relu", "Sub"]);
+    assert_eq!(
+        ops(&out),
+        vec!["Add", "RandomNormalLike", "RandomNormalLike", "Relu", "Sub"]
+    );
     golden("cse", &out);
     // Numeric check on the deterministic part (the random outputs differ run to run by design).
     let mut b = B::new(13);
@@ -410,9 +599,17 @@ fn dedupe_and_dead_code() {
     let m = b.done();
     let (out, _) = run(&m, &["dedupe-initializers", "eliminate-dead-code"]);
     assert_eq!(ops(&out), vec!["Add", "Mul"]);
-    let inits = out.graph.nodes().filter(|(_, n)| matches!(n.kind, NodeKind::Initializer(_))).count();
+    let inits = out
+        .graph
+        .nodes()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::Initializer(_)))
+        .count();
     assert_eq!(inits, 2, "c1 and c2 merge; c3 is a graph output and stays");
-    assert_eq!(out.graph.inputs().len(), 2, "graph inputs are the interface and stay");
+    assert_eq!(
+        out.graph.inputs().len(),
+        2,
+        "graph inputs are the interface and stay"
+    );
     same_outputs(&m, &out, 0.0, 0.0);
     golden("dedupe_and_dead_code", &out);
 }
@@ -421,9 +618,20 @@ fn dedupe_and_dead_code() {
 fn subgraphs_are_optimized_and_captures_refreshed() {
     // An If whose then-branch holds an Identity chain and reads an outer value only through it.
     let m = onnxopt::import::load(&fixture("if_subgraph.onnx")).unwrap();
-    let (out, _) = run(&m, &["eliminate-identity", "eliminate-common-subexpression", "eliminate-dead-code"]);
+    let (out, _) = run(
+        &m,
+        &[
+            "eliminate-identity",
+            "eliminate-common-subexpression",
+            "eliminate-dead-code",
+        ],
+    );
     same_outputs(&m, &out, 0.0, 0.0);
-    let (_, n) = out.graph.nodes().find(|(_, n)| n.op_type() == "If").unwrap();
+    let (_, n) = out
+        .graph
+        .nodes()
+        .find(|(_, n)| n.op_type() == "If")
+        .unwrap();
     assert_eq!(n.implicit_inputs().len(), 2);
 }
 
@@ -431,15 +639,37 @@ fn subgraphs_are_optimized_and_captures_refreshed() {
 
 #[test]
 fn lossless_pipeline_is_idempotent_and_exact_on_fixtures() {
-    for name in ["cnn.onnx", "mlp.onnx", "transformer.onnx", "shape_subgraph.onnx", "if_subgraph.onnx", "opset9.onnx", "external_data.onnx"] {
+    for name in [
+        "cnn.onnx",
+        "mlp.onnx",
+        "transformer.onnx",
+        "shape_subgraph.onnx",
+        "if_subgraph.onnx",
+        "opset9.onnx",
+        "external_data.onnx",
+    ] {
         let m = onnxopt::import::load(&fixture(name)).unwrap();
-        let opts = OptimizeOptions { validate_each: true, input_shapes: vec![("x".into(), vec![2, 64])].into_iter().filter(|_| name == "mlp.onnx").collect(), ..Default::default() };
+        let opts = OptimizeOptions {
+            validate_each: true,
+            input_shapes: vec![("x".into(), vec![2, 64])]
+                .into_iter()
+                .filter(|_| name == "mlp.onnx")
+                .collect(),
+            ..Default::default()
+        };
         let (out, _, report) = run_passes(&m, &opts).unwrap();
         assert!(report.after.nodes <= report.before.nodes, "{name}");
         // Rewrites may add a few shape constants (Gemm flattening) but never weights.
-        assert!(report.after.param_bytes <= report.before.param_bytes + 64, "{name}");
+        assert!(
+            report.after.param_bytes <= report.before.param_bytes + 64,
+            "{name}"
+        );
         let (_, pm, _) = run_passes(&out, &opts).unwrap();
-        assert!(pm.trace.iter().all(|(_, c)| !c), "{name}: second run changed {:?}", pm.trace);
+        assert!(
+            pm.trace.iter().all(|(_, c)| !c),
+            "{name}: second run changed {:?}",
+            pm.trace
+        );
         if name != "mlp.onnx" {
             same_outputs(&m, &out, 1e-5, 1e-4);
         }
@@ -453,13 +683,43 @@ fn fuse_slices_positive_and_negative() {
     let mut b = B::new(13);
     let x = b.input("x", &[1, 4, 6, 6]);
     let s = |b: &mut B, n: &str, v: &[i64]| b.init(n, Tensor::from_i64(vec![v.len() as i64], v));
-    let (s0, e0, a2, a3, st2) = (s(&mut b, "s0", &[0]), s(&mut b, "e0", &[i64::MAX]), s(&mut b, "a2", &[2]), s(&mut b, "a3", &[3]), s(&mut b, "st2", &[2]));
-    let i1 = b.op("Slice", "row", &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows"])[0];
-    let i2 = b.op("Slice", "col", &[Some(i1), Some(s0), Some(e0), Some(a3), Some(st2)], vec![], &["cells"])[0];
+    let (s0, e0, a2, a3, st2) = (
+        s(&mut b, "s0", &[0]),
+        s(&mut b, "e0", &[i64::MAX]),
+        s(&mut b, "a2", &[2]),
+        s(&mut b, "a3", &[3]),
+        s(&mut b, "st2", &[2]),
+    );
+    let i1 = b.op(
+        "Slice",
+        "row",
+        &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)],
+        vec![],
+        &["rows"],
+    )[0];
+    let i2 = b.op(
+        "Slice",
+        "col",
+        &[Some(i1), Some(s0), Some(e0), Some(a3), Some(st2)],
+        vec![],
+        &["cells"],
+    )[0];
     b.output(i2);
     // Same axis twice: not merged.
-    let j1 = b.op("Slice", "row2", &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows2"])[0];
-    let j2 = b.op("Slice", "row3", &[Some(j1), Some(s0), Some(e0), Some(a2), Some(st2)], vec![], &["rows3"])[0];
+    let j1 = b.op(
+        "Slice",
+        "row2",
+        &[Some(x), Some(s0), Some(e0), Some(a2), Some(st2)],
+        vec![],
+        &["rows2"],
+    )[0];
+    let j2 = b.op(
+        "Slice",
+        "row3",
+        &[Some(j1), Some(s0), Some(e0), Some(a2), Some(st2)],
+        vec![],
+        &["rows3"],
+    )[0];
     b.output(j2);
     let m = b.done();
     let (out, _) = run(&m, &["fuse-slices"]);
@@ -477,16 +737,32 @@ fn view_batch_minus_one_becomes_flatten_and_partial_shapes_fold() {
         kind: onnxopt::ir::TypeKind::Tensor {
             elem: DataType::FLOAT,
             shape: Some(
-                [onnxopt::ir::Dim::Symbol("N".into()), onnxopt::ir::Dim::Fixed(2), onnxopt::ir::Dim::Fixed(3), onnxopt::ir::Dim::Fixed(4)]
-                    .into_iter()
-                    .map(|dim| onnxopt::ir::ShapeDim { dim, denotation: String::new() })
-                    .collect(),
+                [
+                    onnxopt::ir::Dim::Symbol("N".into()),
+                    onnxopt::ir::Dim::Fixed(2),
+                    onnxopt::ir::Dim::Fixed(3),
+                    onnxopt::ir::Dim::Fixed(4),
+                ]
+                .into_iter()
+                .map(|dim| onnxopt::ir::ShapeDim {
+                    dim,
+                    denotation: String::new(),
+                })
+                .collect(),
             ),
         },
         denotation: String::new(),
     });
-    let xid = b.g().add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![v]));
-    let x = ValueId { node: xid, output: 0 };
+    let xid = b.g().add_node(Node::new(
+        "",
+        NodeKind::Input { default: None },
+        vec![],
+        vec![v],
+    ));
+    let x = ValueId {
+        node: xid,
+        output: 0,
+    };
     let r = b.op1("Relu", &[x], vec![], "r");
     let shape = b.op1("Shape", &[r], vec![], "shape");
     let zero = b.init("zero", Tensor::from_i64(vec![1], &[0]));
@@ -501,7 +777,10 @@ fn view_batch_minus_one_becomes_flatten_and_partial_shapes_fold() {
     let c = b.op1("Gather", &[shape, idx], vec![int("axis", 0)], "channels");
     b.output(c);
     let m = b.done();
-    let (out, _) = run(&m, &["fold-constants", "fuse-reshapes", "eliminate-dead-code"]);
+    let (out, _) = run(
+        &m,
+        &["fold-constants", "fuse-reshapes", "eliminate-dead-code"],
+    );
     assert_eq!(ops(&out), vec!["Flatten", "Relu"]);
     let c = out.graph.outputs[1].value;
     assert_eq!(out.graph.constant(c).unwrap().to_i64_vec(), Some(vec![2]));
@@ -511,7 +790,16 @@ fn view_batch_minus_one_becomes_flatten_and_partial_shapes_fold() {
 #[test]
 fn matmul_nd_becomes_gemm_when_reshapes_merge() {
     let m = onnxopt::import::load(&fixture("transformer.onnx")).unwrap();
-    let (out, _) = run(&m, &["fuse-bias", "fuse-reshapes", "eliminate-common-subexpression", "dedupe-initializers", "eliminate-dead-code"]);
+    let (out, _) = run(
+        &m,
+        &[
+            "fuse-bias",
+            "fuse-reshapes",
+            "eliminate-common-subexpression",
+            "dedupe-initializers",
+            "eliminate-dead-code",
+        ],
+    );
     let o = ops(&out);
     // q/k/v (shared input, each followed by a Reshape) become Gemms; o_proj, whose result feeds the
     // residual Add, would need an extra Reshape and stays a MatMul.
@@ -519,7 +807,10 @@ fn matmul_nd_becomes_gemm_when_reshapes_merge() {
     assert_eq!(out.graph.op_count_total(), 20);
     let before = onnxopt::export::to_bytes_inline(&m).unwrap().len();
     let after = onnxopt::export::to_bytes_inline(&out).unwrap().len();
-    assert!(after <= before, "no shape constant added: {before} -> {after}");
+    assert!(
+        after <= before,
+        "no shape constant added: {before} -> {after}"
+    );
     same_outputs(&m, &out, 1e-5, 1e-4);
 }
 
@@ -551,7 +842,12 @@ fn fuse_scale_conv_and_gemm() {
     let m = b.done();
     let (out, declined) = run(&m, &["fuse-scale"]);
     assert_eq!(ops(&out), vec!["Conv", "Conv", "Gemm", "Mul"]);
-    assert!(declined.iter().any(|(_, w)| w.contains("not a scalar or one value per output channel")), "{declined:?}");
+    assert!(
+        declined
+            .iter()
+            .any(|(_, w)| w.contains("not a scalar or one value per output channel")),
+        "{declined:?}"
+    );
     same_outputs(&m, &out, 1e-5, 1e-4);
     golden("fuse_scale", &out);
 }
@@ -566,14 +862,27 @@ fn fuse_pad_into_conv() {
     let y = b.op1("Conv", &[p, w], vec![ints("pads", &[1, 1, 1, 1])], "y");
     b.output(y);
     // Negative: reflect padding is not zeros.
-    let p2 = b.op1("Pad", &[x, pads], vec![Attribute::new("mode", AttrValue::String(bytes::Bytes::from_static(b"reflect")))], "p2");
+    let p2 = b.op1(
+        "Pad",
+        &[x, pads],
+        vec![Attribute::new(
+            "mode",
+            AttrValue::String(bytes::Bytes::from_static(b"reflect")),
+        )],
+        "p2",
+    );
     let w2 = b.init("w2", ramp(&[3, 2, 3, 3], 0.2));
     let z = b.op1("Conv", &[p2, w2], vec![], "z");
     b.output(z);
     let m = b.done();
     let (out, declined) = run(&m, &["fuse-pad"]);
     assert_eq!(ops(&out), vec!["Conv", "Conv", "Pad"]);
-    assert!(declined.iter().any(|(_, w)| w.contains("mode is not constant")), "{declined:?}");
+    assert!(
+        declined
+            .iter()
+            .any(|(_, w)| w.contains("mode is not constant")),
+        "{declined:?}"
+    );
     same_outputs(&m, &out, 1e-6, 1e-5);
     golden("fuse_pad", &out);
 }
@@ -584,21 +893,53 @@ fn if_with_constant_condition_is_inlined() {
     let x = b.input("x", &[2, 3]);
     let branch = |name: &str, op: &str, out: &str| {
         let mut g = Graph::new(name);
-        let cap = g.add_node(Node::new("", NodeKind::Capture, vec![], vec![Value::named("x")]));
-        let cv = ValueId { node: cap, output: 0 };
-        let o = g.add_node(Node::new(format!("{name}_op"), NodeKind::Op(Op::new(op)), vec![Some(cv), Some(cv)], vec![Value::named(out)]));
-        g.outputs.push(GraphOutput { value: ValueId { node: o, output: 0 }, ty: None, doc_string: String::new(), metadata_props: vec![] });
+        let cap = g.add_node(Node::new(
+            "",
+            NodeKind::Capture,
+            vec![],
+            vec![Value::named("x")],
+        ));
+        let cv = ValueId {
+            node: cap,
+            output: 0,
+        };
+        let o = g.add_node(Node::new(
+            format!("{name}_op"),
+            NodeKind::Op(Op::new(op)),
+            vec![Some(cv), Some(cv)],
+            vec![Value::named(out)],
+        ));
+        g.outputs.push(GraphOutput {
+            value: ValueId { node: o, output: 0 },
+            ty: None,
+            doc_string: String::new(),
+            metadata_props: vec![],
+        });
         g
     };
     let one = b.init("one", Tensor::from_f32(vec![], &[1.0]));
     let zero = b.init("zero", Tensor::from_f32(vec![], &[0.0]));
     let cond = b.op1("Greater", &[one, zero], vec![], "cond");
     let mut op = Op::new("If");
-    op.attributes.push(Attribute::new("then_branch", AttrValue::Graph(Box::new(branch("then", "Mul", "then_out")))));
-    op.attributes.push(Attribute::new("else_branch", AttrValue::Graph(Box::new(branch("else", "Add", "else_out")))));
-    let id = b.g().add_node(Node::new("choose", NodeKind::Op(op), vec![Some(cond)], vec![Value::named("y")]));
+    op.attributes.push(Attribute::new(
+        "then_branch",
+        AttrValue::Graph(Box::new(branch("then", "Mul", "then_out"))),
+    ));
+    op.attributes.push(Attribute::new(
+        "else_branch",
+        AttrValue::Graph(Box::new(branch("else", "Add", "else_out"))),
+    ));
+    let id = b.g().add_node(Node::new(
+        "choose",
+        NodeKind::Op(op),
+        vec![Some(cond)],
+        vec![Value::named("y")],
+    ));
     b.g().set_implicit_inputs(id, vec![x]);
-    let y = ValueId { node: id, output: 0 };
+    let y = ValueId {
+        node: id,
+        output: 0,
+    };
     let r = b.op1("Relu", &[y], vec![], "r");
     b.output(r);
     let m = b.done();

@@ -17,7 +17,12 @@ fn cache() -> PathBuf {
 
 fn models() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(cache())
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "onnx")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     if v.is_empty() {
@@ -37,7 +42,9 @@ fn inputs_for(m: &Model) -> Vec<Tensor> {
         .iter()
         .map(|&i| {
             let ty = m.graph.node(i).outputs[0].ty.clone().unwrap();
-            let TypeKind::Tensor { shape, .. } = ty.kind else { panic!("tensor input") };
+            let TypeKind::Tensor { shape, .. } = ty.kind else {
+                panic!("tensor input")
+            };
             let dims: Vec<i64> = shape
                 .unwrap()
                 .iter()
@@ -67,8 +74,16 @@ fn real_models_round_trip_losslessly() {
         let m = import::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         let bytes = export::to_bytes_inline(&m).unwrap();
         let again = import::from_bytes(Bytes::from(bytes.clone()), None).unwrap();
-        assert!(dump_model(&m) == dump_model(&again), "{}: IR changed", path.display());
-        assert!(bytes == export::to_bytes_inline(&again).unwrap(), "{}: not deterministic", path.display());
+        assert!(
+            dump_model(&m) == dump_model(&again),
+            "{}: IR changed",
+            path.display()
+        );
+        assert!(
+            bytes == export::to_bytes_inline(&again).unwrap(),
+            "{}: not deterministic",
+            path.display()
+        );
         eprintln!("round trip ok: {}", path.display());
     }
 }
@@ -82,12 +97,18 @@ fn real_models_compute_the_same_in_tract() {
         let reference = match Runner::from_bytes(&original, &inputs) {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("tract cannot run {} ({e}); round trip still checked", path.display());
+                eprintln!(
+                    "tract cannot run {} ({e}); round trip still checked",
+                    path.display()
+                );
                 continue;
             }
         };
         let want = reference.run(&inputs).unwrap();
-        let got = Runner::from_model(&m, &inputs).unwrap().run(&inputs).unwrap();
+        let got = Runner::from_model(&m, &inputs)
+            .unwrap()
+            .run(&inputs)
+            .unwrap();
         assert_eq!(want.len(), got.len());
         for (a, b) in want.iter().zip(&got) {
             assert!(a.same_values(b), "{}: outputs differ", path.display());
@@ -102,15 +123,45 @@ fn real_models_optimize_losslessly() {
     use onnxopt::verify::{compare_models, CompareOptions, Tolerance};
     for path in models() {
         let m = import::load(&path).unwrap();
-        let opts = OptimizeOptions { validate_each: true, ..Default::default() };
-        let (out, _, report) = run_passes(&m, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
-        assert!(report.after.nodes < report.before.nodes, "{}: nothing optimized", path.display());
+        let opts = OptimizeOptions {
+            validate_each: true,
+            ..Default::default()
+        };
+        let (out, _, report) =
+            run_passes(&m, &opts).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(
+            report.after.nodes < report.before.nodes,
+            "{}: nothing optimized",
+            path.display()
+        );
         let inputs = inputs_for(&m);
-        let samples = vec![onnxopt::inputs::Sample { inputs, expected: Default::default() }];
-        match compare_models(&m, &out, &samples, &Tolerance::default(), &CompareOptions::default()) {
-            Ok(r) => assert!(r.passed, "{}: {}", path.display(), onnxopt::verify::compare::render(&r)),
-            Err(e) => eprintln!("tract cannot compare {} ({e}); optimize still validated", path.display()),
+        let samples = vec![onnxopt::inputs::Sample {
+            inputs,
+            expected: Default::default(),
+        }];
+        match compare_models(
+            &m,
+            &out,
+            &samples,
+            &Tolerance::default(),
+            &CompareOptions::default(),
+        ) {
+            Ok(r) => assert!(
+                r.passed,
+                "{}: {}",
+                path.display(),
+                onnxopt::verify::compare::render(&r)
+            ),
+            Err(e) => eprintln!(
+                "tract cannot compare {} ({e}); optimize still validated",
+                path.display()
+            ),
         }
-        eprintln!("optimized {}: {} -> {} nodes", path.display(), report.before.nodes, report.after.nodes);
+        eprintln!(
+            "optimized {}: {} -> {} nodes",
+            path.display(),
+            report.before.nodes,
+            report.after.nodes
+        );
     }
 }

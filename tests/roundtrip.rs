@@ -23,7 +23,9 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
 }
 
 /// Seeded inputs from the declared shapes (symbolic dims set to 2).
@@ -39,12 +41,20 @@ fn inputs_for(m: &Model) -> Vec<Tensor> {
         .iter()
         .map(|&i| {
             let ty = m.graph.node(i).outputs[0].ty.clone().unwrap();
-            let TypeKind::Tensor { elem, shape } = ty.kind else { panic!("tensor input") };
+            let TypeKind::Tensor { elem, shape } = ty.kind else {
+                panic!("tensor input")
+            };
             assert_eq!(elem, DataType::FLOAT);
             let dims: Vec<i64> = shape
                 .unwrap()
                 .iter()
-                .map(|d| if let onnxopt::ir::Dim::Fixed(v) = d.dim { v } else { 2 })
+                .map(|d| {
+                    if let onnxopt::ir::Dim::Fixed(v) = d.dim {
+                        v
+                    } else {
+                        2
+                    }
+                })
                 .collect();
             let n: i64 = dims.iter().product();
             let vals: Vec<f32> = (0..n).map(|_| next()).collect();
@@ -61,8 +71,18 @@ fn every_fixture_round_trips_to_an_equal_ir() {
         let again = import::from_bytes(Bytes::from(bytes.clone()), None).unwrap();
         // Placement differs for external_data (written inline here); compare with it normalised.
         let norm = |s: String| s.replace(" external", "");
-        assert_eq!(norm(dump_model(&m)), norm(dump_model(&again)), "{}", path.display());
-        assert_eq!(bytes, export::to_bytes_inline(&again).unwrap(), "{}: export not deterministic", path.display());
+        assert_eq!(
+            norm(dump_model(&m)),
+            norm(dump_model(&again)),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            bytes,
+            export::to_bytes_inline(&again).unwrap(),
+            "{}: export not deterministic",
+            path.display()
+        );
     }
 }
 
@@ -76,14 +96,27 @@ fn saved_files_round_trip_with_placement() {
             ("ext", DataPolicy::External { threshold: 0 }),
             ("inline", DataPolicy::Inline),
         ] {
-            let out = dir.path().join(format!("{label}_{}", path.file_name().unwrap().to_string_lossy()));
+            let out = dir.path().join(format!(
+                "{label}_{}",
+                path.file_name().unwrap().to_string_lossy()
+            ));
             let saved = export::save(&m, &out, policy).unwrap();
             let back = import::load(&out).unwrap();
             if policy == DataPolicy::Keep {
-                assert_eq!(dump_model(&m), dump_model(&back), "{label} {}", path.display());
+                assert_eq!(
+                    dump_model(&m),
+                    dump_model(&back),
+                    "{label} {}",
+                    path.display()
+                );
             }
             let norm = |s: String| s.replace(" external", "");
-            assert_eq!(norm(dump_model(&m)), norm(dump_model(&back)), "{label} {}", path.display());
+            assert_eq!(
+                norm(dump_model(&m)),
+                norm(dump_model(&back)),
+                "{label} {}",
+                path.display()
+            );
             if let DataPolicy::External { .. } = policy {
                 // Strings cannot go external; the storage fixture has some, everything else moves.
                 assert!(saved.data_file.is_some(), "{label} {}", path.display());
@@ -93,7 +126,12 @@ fn saved_files_round_trip_with_placement() {
             let dir2 = tempfile::tempdir().unwrap();
             let out2 = dir2.path().join(out.file_name().unwrap());
             let saved2 = export::save(&back, &out2, policy).unwrap();
-            assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap(), "{label} {}", path.display());
+            assert_eq!(
+                std::fs::read(&out).unwrap(),
+                std::fs::read(&out2).unwrap(),
+                "{label} {}",
+                path.display()
+            );
             if let (Some((a, _)), Some((b, _))) = (&saved.data_file, &saved2.data_file) {
                 assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
             }
@@ -132,10 +170,16 @@ fn storage_fixture_keeps_every_form() {
         let v = g.find_value(name).unwrap();
         g.constant(v).unwrap().clone()
     };
-    assert_eq!(value("f16_typed").to_f32_vec().unwrap(), vec![0.5, -1.0, 2.0]);
+    assert_eq!(
+        value("f16_typed").to_f32_vec().unwrap(),
+        vec![0.5, -1.0, 2.0]
+    );
     assert_eq!(value("i8_typed").to_i64_vec().unwrap(), vec![-3, 0, 7]);
     assert_eq!(value("bool_typed").to_i64_vec().unwrap(), vec![1, 0, 1]);
-    assert_eq!(value("f64_typed").to_f32_vec().unwrap(), vec![0.25, 0.5, 0.75]);
+    assert_eq!(
+        value("f64_typed").to_f32_vec().unwrap(),
+        vec![0.25, 0.5, 0.75]
+    );
     assert_eq!(value("u32_typed").to_i64_vec().unwrap(), vec![1, 2, 3]);
     assert_eq!(value("bf16_raw").to_f32_vec().unwrap(), vec![1.0, 2.0]);
     assert_eq!(value("i4_raw").to_i64_vec().unwrap(), vec![-1, -7, 7]);
@@ -146,7 +190,11 @@ fn storage_fixture_keeps_every_form() {
 fn ir3_initializers_are_weights_and_are_relisted_on_export() {
     let m = import::load(&fixture("opset9.onnx")).unwrap();
     assert_eq!(m.graph.inputs().len(), 1, "only 'data' is a runtime input");
-    let inits = m.graph.nodes().filter(|(_, n)| matches!(n.kind, NodeKind::Initializer(_))).count();
+    let inits = m
+        .graph
+        .nodes()
+        .filter(|(_, n)| matches!(n.kind, NodeKind::Initializer(_)))
+        .count();
     assert_eq!(inits, 8);
     let mut data = export::DataFile::default();
     let proto = export::to_proto(&m, DataPolicy::Inline, &mut data).unwrap();
@@ -159,10 +207,17 @@ fn subgraph_reads_are_implicit_uses() {
     let m = import::load(&fixture("if_subgraph.onnx")).unwrap();
     let g = &m.graph;
     let (if_id, if_node) = g.nodes().find(|(_, n)| n.op_type() == "If").unwrap();
-    let names: Vec<&str> = if_node.implicit_inputs().iter().map(|v| g.value(*v).name.as_str()).collect();
+    let names: Vec<&str> = if_node
+        .implicit_inputs()
+        .iter()
+        .map(|v| g.value(*v).name.as_str())
+        .collect();
     assert_eq!(names, vec!["x", "w"]);
     let w = g.find_value("w").unwrap();
-    assert!(g.uses(w).contains(&(if_id, None)), "w is used by the If through its branches");
+    assert!(
+        g.uses(w).contains(&(if_id, None)),
+        "w is used by the If through its branches"
+    );
 }
 
 #[test]
@@ -194,7 +249,10 @@ fn tract_outputs_are_identical_after_round_trip() {
                     // Reference: load the original from its folder via tract's own path loader.
                     continue;
                 }
-                Ok(_) => panic!("{}: tract runs our export but not the original", path.display()),
+                Ok(_) => panic!(
+                    "{}: tract runs our export but not the original",
+                    path.display()
+                ),
                 Err(e) => {
                     eprintln!("skip {}: tract cannot run it ({e})", path.display());
                     continue;
@@ -202,7 +260,10 @@ fn tract_outputs_are_identical_after_round_trip() {
             },
         };
         let a = reference.run(&inputs).unwrap();
-        let b = Runner::from_bytes(&exported, &inputs).unwrap().run(&inputs).unwrap();
+        let b = Runner::from_bytes(&exported, &inputs)
+            .unwrap()
+            .run(&inputs)
+            .unwrap();
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             assert!(x.same_values(y), "{}: outputs differ", path.display());
@@ -225,10 +286,16 @@ fn external_data_fixture_runs_in_tract_after_inlining() {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let tv: TVec<TValue> = inputs.iter().map(|t| onnxopt::verify::to_tract(t).unwrap().into_tvalue()).collect();
+    let tv: TVec<TValue> = inputs
+        .iter()
+        .map(|t| onnxopt::verify::to_tract(t).unwrap().into_tvalue())
+        .collect();
     let want = reference.run(tv).unwrap();
     let want = onnxopt::verify::from_tract(&want[0]).unwrap();
-    let got = Runner::from_model(&m, &inputs).unwrap().run(&inputs).unwrap();
+    let got = Runner::from_model(&m, &inputs)
+        .unwrap()
+        .run(&inputs)
+        .unwrap();
     assert!(got[0].same_values(&want));
 }
 
@@ -276,7 +343,12 @@ fn mutated_models_never_panic() {
                         // near-endless loop).
                         let t0 = std::time::Instant::now();
                         let _ = onnxopt::optimize::run_passes(&m, &Default::default());
-                        assert!(t0.elapsed().as_secs() < 20, "optimize took {:?} on a mutation of {}", t0.elapsed(), path.display());
+                        assert!(
+                            t0.elapsed().as_secs() < 20,
+                            "optimize took {:?} on a mutation of {}",
+                            t0.elapsed(),
+                            path.display()
+                        );
                         true
                     }
                     Err(e) => {

@@ -18,12 +18,21 @@ pub struct Fact {
 }
 
 /// Facts by value name for the main graph.
-pub fn infer(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashMap<String, Fact>, String> {
+pub fn infer(
+    model: &Model,
+    input_shapes: &[(String, Vec<i64>)],
+) -> Result<HashMap<String, Fact>, String> {
     crate::verify::sane_for_tract(model).map_err(|e| e.to_string())?;
-    crate::verify::guard(|| infer_unguarded(model, input_shapes).map_err(crate::verify::RunError::Unsupported)).map_err(|e| e.to_string())
+    crate::verify::guard(|| {
+        infer_unguarded(model, input_shapes).map_err(crate::verify::RunError::Unsupported)
+    })
+    .map_err(|e| e.to_string())
 }
 
-fn infer_unguarded(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result<HashMap<String, Fact>, String> {
+fn infer_unguarded(
+    model: &Model,
+    input_shapes: &[(String, Vec<i64>)],
+) -> Result<HashMap<String, Fact>, String> {
     use tract_onnx::prelude::*;
     use tract_onnx::tract_hir::infer::Factoid;
     let bytes = export::to_bytes_for_shapes(model).map_err(|e| e.to_string())?;
@@ -34,10 +43,22 @@ fn infer_unguarded(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result
     // Inputs first, in the model's order; weights turned into inputs come after and keep their facts.
     for (k, &i) in g.inputs().iter().enumerate() {
         let v = &g.node(i).outputs[0];
-        let Some(TypeKind::Tensor { elem, shape }) = v.ty.as_ref().map(|t| &t.kind) else { continue };
+        let Some(TypeKind::Tensor { elem, shape }) = v.ty.as_ref().map(|t| &t.kind) else {
+            continue;
+        };
         let dims: Option<Vec<i64>> = match input_shapes.iter().find(|(n, _)| *n == v.name) {
             Some((_, d)) => Some(d.clone()),
-            None => shape.as_ref().and_then(|s| s.iter().map(|d| if let Dim::Fixed(x) = d.dim { Some(x) } else { None }).collect()),
+            None => shape.as_ref().and_then(|s| {
+                s.iter()
+                    .map(|d| {
+                        if let Dim::Fixed(x) = d.dim {
+                            Some(x)
+                        } else {
+                            None
+                        }
+                    })
+                    .collect()
+            }),
         };
         if let (Some(dims), Some(dt)) = (dims, crate::verify::tract_dtype(*elem)) {
             let shape: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
@@ -49,15 +70,40 @@ fn infer_unguarded(model: &Model, input_shapes: &[(String, Vec<i64>)]) -> Result
     let mut out = HashMap::new();
     for node in m.nodes() {
         for (ix, o) in node.outputs.iter().enumerate() {
-            let Some(label) = m.outlet_label(OutletId::new(node.id, ix)) else { continue };
-            let dtype = o.fact.datum_type.concretize().and_then(crate::verify::onnx_dtype);
-            let dims = o.fact.shape.as_concrete_finite().ok().flatten().map(|s| s.iter().map(|&d| d as i64).collect());
+            let Some(label) = m.outlet_label(OutletId::new(node.id, ix)) else {
+                continue;
+            };
+            let dtype = o
+                .fact
+                .datum_type
+                .concretize()
+                .and_then(crate::verify::onnx_dtype);
+            let dims = o
+                .fact
+                .shape
+                .as_concrete_finite()
+                .ok()
+                .flatten()
+                .map(|s| s.iter().map(|&d| d as i64).collect());
             let partial = if o.fact.shape.is_open() {
                 None
             } else {
-                Some(o.fact.shape.dims().map(|d| d.concretize().and_then(|t| t.to_i64().ok())).collect())
+                Some(
+                    o.fact
+                        .shape
+                        .dims()
+                        .map(|d| d.concretize().and_then(|t| t.to_i64().ok()))
+                        .collect(),
+                )
             };
-            out.insert(label.to_string(), crate::analysis::shapes::Fact { dtype, dims, partial });
+            out.insert(
+                label.to_string(),
+                crate::analysis::shapes::Fact {
+                    dtype,
+                    dims,
+                    partial,
+                },
+            );
         }
     }
     Ok(out)

@@ -74,7 +74,11 @@ fn summarize(name: &str, ty: Option<&crate::ir::Type>) -> ValueSummary {
         Some(_) => (ty.unwrap().to_string(), None),
         None => ("?".into(), None),
     };
-    ValueSummary { name: name.to_string(), dtype, shape }
+    ValueSummary {
+        name: name.to_string(),
+        dtype,
+        shape,
+    }
 }
 
 fn count_tensor(p: &mut Params, t: &Tensor) {
@@ -97,10 +101,16 @@ fn walk(g: &Graph, ops: &mut BTreeMap<String, usize>, params: &mut Params, ext: 
             }
             NodeKind::Initializer(Const::Sparse(s)) => count_tensor(params, &s.values),
             NodeKind::Op(op) => {
-                let key = if op.is_default_domain() { op.op_type.clone() } else { format!("{}::{}", op.domain, op.op_type) };
+                let key = if op.is_default_domain() {
+                    op.op_type.clone()
+                } else {
+                    format!("{}::{}", op.domain, op.op_type)
+                };
                 *ops.entry(key).or_default() += 1;
                 if op.op_type == "Constant" {
-                    if let Some(crate::ir::AttrValue::Tensor(t)) = op.attr("value").map(|a| &a.value) {
+                    if let Some(crate::ir::AttrValue::Tensor(t)) =
+                        op.attr("value").map(|a| &a.value)
+                    {
                         count_tensor(params, t);
                     }
                 }
@@ -133,7 +143,11 @@ pub fn stats(model: &Model, external_files: Vec<String>) -> Stats {
         Ok((m, u)) => (
             if m == 0 && u > 0 { None } else { Some(m) },
             u,
-            if u == 0 { "Conv, ConvTranspose, Gemm and MatMul in the main graph".to_string() } else { format!("{u} node(s) with unknown shapes left out") },
+            if u == 0 {
+                "Conv, ConvTranspose, Gemm and MatMul in the main graph".to_string()
+            } else {
+                format!("{u} node(s) with unknown shapes left out")
+            },
         ),
         Err(e) => (None, 0, format!("shapes unavailable: {e}")),
     };
@@ -144,13 +158,30 @@ pub fn stats(model: &Model, external_files: Vec<String>) -> Stats {
         opsets: model
             .opset_imports
             .iter()
-            .map(|(d, v)| (if d.is_empty() { "ai.onnx".to_string() } else { d.clone() }, *v))
+            .map(|(d, v)| {
+                (
+                    if d.is_empty() {
+                        "ai.onnx".to_string()
+                    } else {
+                        d.clone()
+                    },
+                    *v,
+                )
+            })
             .collect(),
-        inputs: g.inputs().iter().map(|&i| {
-            let v = &g.node(i).outputs[0];
-            summarize(&v.name, v.ty.as_ref())
-        }).collect(),
-        outputs: g.outputs.iter().map(|o| summarize(&g.value(o.value).name, o.ty.as_ref())).collect(),
+        inputs: g
+            .inputs()
+            .iter()
+            .map(|&i| {
+                let v = &g.node(i).outputs[0];
+                summarize(&v.name, v.ty.as_ref())
+            })
+            .collect(),
+        outputs: g
+            .outputs
+            .iter()
+            .map(|o| summarize(&g.value(o.value).name, o.ty.as_ref()))
+            .collect(),
         nodes: g.ops().count(),
         nodes_total: g.op_count_total(),
         ops,
@@ -167,19 +198,27 @@ pub fn stats(model: &Model, external_files: Vec<String>) -> Stats {
 /// Concrete shapes of named values as tract's inference sees them.
 pub fn infer_shapes(model: &Model) -> Result<HashMap<String, Vec<usize>>, String> {
     crate::verify::sane_for_tract(model).map_err(|e| e.to_string())?;
-    crate::verify::guard(|| infer_shapes_unguarded(model).map_err(crate::verify::RunError::Unsupported)).map_err(|e| e.to_string())
+    crate::verify::guard(|| {
+        infer_shapes_unguarded(model).map_err(crate::verify::RunError::Unsupported)
+    })
+    .map_err(|e| e.to_string())
 }
 
 fn infer_shapes_unguarded(model: &Model) -> Result<HashMap<String, Vec<usize>>, String> {
     use tract_onnx::prelude::*;
     let bytes = export::to_bytes_inline(model).map_err(|e| e.to_string())?;
-    let mut m = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string())?;
+    let mut m = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string())?;
     // Partial results are fine: a failing node leaves later facts unknown.
     let _ = m.analyse(false);
     let mut out = HashMap::new();
     for node in m.nodes() {
         for (ix, o) in node.outputs.iter().enumerate() {
-            let label = m.outlet_label(OutletId::new(node.id, ix)).map(str::to_string).unwrap_or_else(|| node.name.clone());
+            let label = m
+                .outlet_label(OutletId::new(node.id, ix))
+                .map(str::to_string)
+                .unwrap_or_else(|| node.name.clone());
             if let Ok(Some(s)) = o.fact.shape.as_concrete_finite() {
                 out.insert(label, s.to_vec());
             }
@@ -190,7 +229,12 @@ fn infer_shapes_unguarded(model: &Model) -> Result<HashMap<String, Vec<usize>>, 
 
 fn estimate_macs(model: &Model) -> Result<(u64, usize), String> {
     let g = &model.graph;
-    let interesting = g.ops().any(|(_, _, op)| matches!(op.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm" | "MatMul"));
+    let interesting = g.ops().any(|(_, _, op)| {
+        matches!(
+            op.op_type.as_str(),
+            "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
+        )
+    });
     if !interesting {
         return Ok((0, 0));
     }
@@ -200,10 +244,14 @@ fn estimate_macs(model: &Model) -> Result<(u64, usize), String> {
         if let Some(t) = g.constant(v) {
             return Some(t.dims.iter().map(|&d| d as u64).collect());
         }
-        shapes.get(&g.value(v).name).map(|s| s.iter().map(|&d| d as u64).collect())
+        shapes
+            .get(&g.value(v).name)
+            .map(|s| s.iter().map(|&d| d as u64).collect())
     };
     let out_of = |n: &crate::ir::Node| -> Option<Vec<u64>> {
-        shapes.get(&n.outputs.first()?.name).map(|s| s.iter().map(|&d| d as u64).collect())
+        shapes
+            .get(&n.outputs.first()?.name)
+            .map(|s| s.iter().map(|&d| d as u64).collect())
     };
     let (mut total, mut unknown) = (0u64, 0usize);
     for (_, n, op) in g.ops() {
@@ -223,7 +271,11 @@ fn estimate_macs(model: &Model) -> Result<(u64, usize), String> {
                 let a = shape_of(*ins.first()?)?;
                 let y = out_of(n)?;
                 let trans_a = op.attr("transA").and_then(|a| a.as_int()).unwrap_or(0) == 1;
-                let k = if op.op_type == "Gemm" && trans_a { a[0] } else { *a.last()? };
+                let k = if op.op_type == "Gemm" && trans_a {
+                    a[0]
+                } else {
+                    *a.last()?
+                };
                 Some(y.iter().product::<u64>() * k)
             })(),
             _ => continue,

@@ -10,8 +10,8 @@
 //! write leaves no partial output and a model is never written over a file it was mapped from.
 
 use crate::ir::{
-    self, AttrValue, Attribute, Const, Dim, Graph, Model, NodeKind, Placement, SparseTensor, Tensor, TensorData, Type,
-    TypeKind, Value,
+    self, AttrValue, Attribute, Const, Dim, Graph, Model, NodeKind, Placement, SparseTensor,
+    Tensor, TensorData, Type, TypeKind, Value,
 };
 use crate::onnx;
 use bytes::Bytes;
@@ -40,13 +40,22 @@ pub enum DataPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("graph '{graph}': {source}")]
-    Graph { graph: String, source: ir::GraphError },
+    Graph {
+        graph: String,
+        source: ir::GraphError,
+    },
     #[error("the model needs {size} bytes of protobuf, over the 2 GiB limit; drop --inline-data to write external data")]
     TooLarge { size: u64 },
     #[error("cannot write '{path}': {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create a file in '{dir}': {source}")]
-    CreateIn { dir: PathBuf, source: std::io::Error },
+    CreateIn {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("tensor '{0}' holds strings and cannot be written as external data")]
     StringExternal(String),
 }
@@ -95,17 +104,33 @@ struct Cx<'a> {
 }
 
 /// Builds the `ModelProto`. External tensors are appended to `data`.
-pub fn to_proto(model: &Model, policy: DataPolicy, data: &mut DataFile) -> Result<onnx::ModelProto, ExportError> {
-    let mut cx = Cx { policy, data, ir_version: model.ir_version };
+pub fn to_proto(
+    model: &Model,
+    policy: DataPolicy,
+    data: &mut DataFile,
+) -> Result<onnx::ModelProto, ExportError> {
+    let mut cx = Cx {
+        policy,
+        data,
+        ir_version: model.ir_version,
+    };
     let graph = cx.graph(&model.graph)?;
-    let functions = model.functions.iter().map(|f| cx.function(f)).collect::<Result<_, _>>()?;
+    let functions = model
+        .functions
+        .iter()
+        .map(|f| cx.function(f))
+        .collect::<Result<_, _>>()?;
     Ok(onnx::ModelProto {
         ir_version: Some(model.ir_version),
         opset_import: opsets(&model.opset_imports),
         producer_name: some(&model.producer_name),
         producer_version: some(&model.producer_version),
         domain: some(&model.domain),
-        model_version: if model.model_version != 0 { Some(model.model_version) } else { None },
+        model_version: if model.model_version != 0 {
+            Some(model.model_version)
+        } else {
+            None
+        },
         doc_string: some(&model.doc_string),
         graph: Some(graph),
         metadata_props: props(&model.metadata_props),
@@ -118,7 +143,10 @@ pub fn to_proto(model: &Model, policy: DataPolicy, data: &mut DataFile) -> Resul
         configuration: model
             .configuration
             .iter()
-            .map(|b| onnx::DeviceConfigurationProto::decode(b.clone()).expect("kept from a decoded model"))
+            .map(|b| {
+                onnx::DeviceConfigurationProto::decode(b.clone())
+                    .expect("kept from a decoded model")
+            })
             .collect(),
     })
 }
@@ -142,13 +170,17 @@ pub fn to_bytes_for_shapes(model: &Model) -> Result<Vec<u8>, ExportError> {
     let mut proto = to_proto(model, DataPolicy::Inline, &mut data)?;
     if let Some(g) = proto.graph.as_mut() {
         let mut kept = Vec::with_capacity(g.initializer.len());
-        let declared: std::collections::HashSet<String> = g.input.iter().filter_map(|i| i.name.clone()).collect();
+        let declared: std::collections::HashSet<String> =
+            g.input.iter().filter_map(|i| i.name.clone()).collect();
         for t in std::mem::take(&mut g.initializer) {
             let dt = ir::DataType(t.data_type.unwrap_or(0));
-            let bytes = t.raw_data.as_ref().map(|b| b.len()).unwrap_or(0) + t.float_data.len() * 4 + t.double_data.len() * 8;
+            let bytes = t.raw_data.as_ref().map(|b| b.len()).unwrap_or(0)
+                + t.float_data.len() * 4
+                + t.double_data.len() * 8;
             let name = t.name.clone().unwrap_or_default();
             if dt.is_float() && bytes >= 1024 && !declared.contains(&name) {
-                g.input.push(value_info(&name, &Some(Type::tensor(dt, &t.dims)), "", &[]));
+                g.input
+                    .push(value_info(&name, &Some(Type::tensor(dt, &t.dims)), "", &[]));
             } else {
                 kept.push(t);
             }
@@ -175,21 +207,45 @@ pub fn save(model: &Model, path: &Path, policy: DataPolicy) -> Result<Saved, Exp
 
 /// [`save`] with the protobuf size limit as a parameter, so the automatic switch to external data
 /// can be tested without writing 2 GiB.
-fn save_with_limit(model: &Model, path: &Path, policy: DataPolicy, limit: u64) -> Result<Saved, ExportError> {
-    let file_name = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| "model.onnx".into());
+fn save_with_limit(
+    model: &Model,
+    path: &Path,
+    policy: DataPolicy,
+    limit: u64,
+) -> Result<Saved, ExportError> {
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model.onnx".into());
     let location = format!("{file_name}.data");
-    let mut data = DataFile { location: location.clone(), ..DataFile::default() };
+    let mut data = DataFile {
+        location: location.clone(),
+        ..DataFile::default()
+    };
     let mut proto = to_proto(model, policy, &mut data)?;
     let mut forced_external = false;
     if proto.encoded_len() as u64 > limit {
         if policy == DataPolicy::Inline {
-            return Err(ExportError::TooLarge { size: proto.encoded_len() as u64 });
+            return Err(ExportError::TooLarge {
+                size: proto.encoded_len() as u64,
+            });
         }
-        data = DataFile { location: location.clone(), ..DataFile::default() };
-        proto = to_proto(model, DataPolicy::External { threshold: DEFAULT_EXTERNAL_THRESHOLD }, &mut data)?;
+        data = DataFile {
+            location: location.clone(),
+            ..DataFile::default()
+        };
+        proto = to_proto(
+            model,
+            DataPolicy::External {
+                threshold: DEFAULT_EXTERNAL_THRESHOLD,
+            },
+            &mut data,
+        )?;
         forced_external = true;
         if proto.encoded_len() as u64 > limit {
-            return Err(ExportError::TooLarge { size: proto.encoded_len() as u64 });
+            return Err(ExportError::TooLarge {
+                size: proto.encoded_len() as u64,
+            });
         }
     }
     let dir = match path.parent() {
@@ -204,20 +260,38 @@ fn save_with_limit(model: &Model, path: &Path, policy: DataPolicy, limit: u64) -
         None
     } else {
         let data_path = dir.join(&location);
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn { dir: dir.clone(), source: plain(source) })?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn {
+                dir: dir.clone(),
+                source: plain(source),
+            })?;
         {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
             data.write_to(&mut w).map_err(io(&data_path))?;
             w.flush().map_err(io(&data_path))?;
         }
-        tmp.persist(&data_path).map_err(|e| ExportError::Io { path: data_path.clone(), source: e.error })?;
+        tmp.persist(&data_path).map_err(|e| ExportError::Io {
+            path: data_path.clone(),
+            source: e.error,
+        })?;
         Some((data_path, data.len))
     };
     let bytes = proto.encode_to_vec();
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn { dir: dir.clone(), source: plain(source) })?;
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(&dir).map_err(|source| ExportError::CreateIn {
+            dir: dir.clone(),
+            source: plain(source),
+        })?;
     tmp.write_all(&bytes).map_err(io(path))?;
-    tmp.persist(path).map_err(|e| ExportError::Io { path: path.to_path_buf(), source: e.error })?;
-    Ok(Saved { model_bytes: bytes.len() as u64, data_file, forced_external })
+    tmp.persist(path).map_err(|e| ExportError::Io {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(Saved {
+        model_bytes: bytes.len() as u64,
+        data_file,
+        forced_external,
+    })
 }
 
 /// tempfile decorates errors with the random temp path; the user only needs the cause.
@@ -226,18 +300,37 @@ fn plain(e: std::io::Error) -> std::io::Error {
 }
 
 fn some(s: &str) -> Option<String> {
-    if s.is_empty() { None } else { Some(s.to_string()) }
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
 }
 
 fn opsets(v: &[(String, i64)]) -> Vec<onnx::OperatorSetIdProto> {
-    v.iter().map(|(d, ver)| onnx::OperatorSetIdProto { domain: Some(d.clone()), version: Some(*ver) }).collect()
+    v.iter()
+        .map(|(d, ver)| onnx::OperatorSetIdProto {
+            domain: Some(d.clone()),
+            version: Some(*ver),
+        })
+        .collect()
 }
 
 fn props(v: &[(String, String)]) -> Vec<onnx::StringStringEntryProto> {
-    v.iter().map(|(k, val)| onnx::StringStringEntryProto { key: Some(k.clone()), value: Some(val.clone()) }).collect()
+    v.iter()
+        .map(|(k, val)| onnx::StringStringEntryProto {
+            key: Some(k.clone()),
+            value: Some(val.clone()),
+        })
+        .collect()
 }
 
-fn value_info(name: &str, ty: &Option<Type>, doc: &str, meta: &[(String, String)]) -> onnx::ValueInfoProto {
+fn value_info(
+    name: &str,
+    ty: &Option<Type>,
+    doc: &str,
+    meta: &[(String, String)],
+) -> onnx::ValueInfoProto {
     onnx::ValueInfoProto {
         name: Some(name.to_string()),
         r#type: ty.as_ref().map(type_proto),
@@ -266,33 +359,42 @@ fn shape_proto(dims: &Option<Vec<ir::ShapeDim>>) -> Option<onnx::TensorShapeProt
 pub(crate) fn type_proto(t: &Type) -> onnx::TypeProto {
     use onnx::type_proto::{self as tp, Value as V};
     let value = match &t.kind {
-        TypeKind::Tensor { elem, shape } => {
-            Some(V::TensorType(tp::Tensor { elem_type: Some(elem.0), shape: shape_proto(shape) }))
-        }
-        TypeKind::SparseTensor { elem, shape } => {
-            Some(V::SparseTensorType(tp::SparseTensor { elem_type: Some(elem.0), shape: shape_proto(shape) }))
-        }
-        TypeKind::Sequence(e) => {
-            Some(V::SequenceType(Box::new(tp::Sequence { elem_type: e.as_ref().map(|e| Box::new(type_proto(e))) })))
-        }
+        TypeKind::Tensor { elem, shape } => Some(V::TensorType(tp::Tensor {
+            elem_type: Some(elem.0),
+            shape: shape_proto(shape),
+        })),
+        TypeKind::SparseTensor { elem, shape } => Some(V::SparseTensorType(tp::SparseTensor {
+            elem_type: Some(elem.0),
+            shape: shape_proto(shape),
+        })),
+        TypeKind::Sequence(e) => Some(V::SequenceType(Box::new(tp::Sequence {
+            elem_type: e.as_ref().map(|e| Box::new(type_proto(e))),
+        }))),
         TypeKind::Map { key, value } => Some(V::MapType(Box::new(tp::Map {
             key_type: Some(key.0),
             value_type: value.as_ref().map(|e| Box::new(type_proto(e))),
         }))),
-        TypeKind::Optional(e) => {
-            Some(V::OptionalType(Box::new(tp::Optional { elem_type: e.as_ref().map(|e| Box::new(type_proto(e))) })))
-        }
-        TypeKind::Opaque { domain, name } => {
-            Some(V::OpaqueType(tp::Opaque { domain: some(domain), name: some(name) }))
-        }
+        TypeKind::Optional(e) => Some(V::OptionalType(Box::new(tp::Optional {
+            elem_type: e.as_ref().map(|e| Box::new(type_proto(e))),
+        }))),
+        TypeKind::Opaque { domain, name } => Some(V::OpaqueType(tp::Opaque {
+            domain: some(domain),
+            name: some(name),
+        })),
         TypeKind::Unset => None,
     };
-    onnx::TypeProto { value, denotation: some(&t.denotation) }
+    onnx::TypeProto {
+        value,
+        denotation: some(&t.denotation),
+    }
 }
 
 impl Cx<'_> {
     fn graph(&mut self, g: &Graph) -> Result<onnx::GraphProto, ExportError> {
-        let order = g.topo_order().map_err(|source| ExportError::Graph { graph: g.name.clone(), source })?;
+        let order = g.topo_order().map_err(|source| ExportError::Graph {
+            graph: g.name.clone(),
+            source,
+        })?;
         let mut gp = onnx::GraphProto {
             name: some(&g.name),
             doc_string: some(&g.doc_string),
@@ -300,19 +402,24 @@ impl Cx<'_> {
             quantization_annotation: g
                 .quantization_annotation
                 .iter()
-                .map(|b| onnx::TensorAnnotation::decode(b.clone()).expect("kept from a decoded model"))
+                .map(|b| {
+                    onnx::TensorAnnotation::decode(b.clone()).expect("kept from a decoded model")
+                })
                 .collect(),
             ..Default::default()
         };
         for &i in g.inputs() {
             let v = &g.node(i).outputs[0];
-            gp.input.push(value_info(&v.name, &v.ty, &v.doc_string, &v.metadata_props));
+            gp.input
+                .push(value_info(&v.name, &v.ty, &v.doc_string, &v.metadata_props));
         }
         // Initializers (and overridable input defaults) in node index order.
         for (_, n) in g.nodes() {
             let name = &n.outputs[0].name;
             match &n.kind {
-                NodeKind::Input { default: Some(t) } => gp.initializer.push(self.tensor(t, name, true)?),
+                NodeKind::Input { default: Some(t) } => {
+                    gp.initializer.push(self.tensor(t, name, true)?)
+                }
                 NodeKind::Initializer(Const::Dense(t)) => {
                     gp.initializer.push(self.tensor(t, name, true)?);
                     if self.ir_version < 4 {
@@ -321,7 +428,9 @@ impl Cx<'_> {
                         gp.input.push(value_info(name, &ty, "", &[]));
                     }
                 }
-                NodeKind::Initializer(Const::Sparse(s)) => gp.sparse_initializer.push(self.sparse(s, name)?),
+                NodeKind::Initializer(Const::Sparse(s)) => {
+                    gp.sparse_initializer.push(self.sparse(s, name)?)
+                }
                 _ => {}
             }
         }
@@ -343,19 +452,31 @@ impl Cx<'_> {
                     op_type: Some(op.op_type.clone()),
                     domain: some(&op.domain),
                     overload: some(&op.overload),
-                    attribute: op.attributes.iter().map(|a| self.attribute(a)).collect::<Result<_, _>>()?,
+                    attribute: op
+                        .attributes
+                        .iter()
+                        .map(|a| self.attribute(a))
+                        .collect::<Result<_, _>>()?,
                     doc_string: some(&n.doc_string),
                     metadata_props: props(&n.metadata_props),
                     device_configurations: op
                         .device_configurations
                         .iter()
-                        .map(|b| onnx::NodeDeviceConfigurationProto::decode(b.clone()).expect("kept from a decoded model"))
+                        .map(|b| {
+                            onnx::NodeDeviceConfigurationProto::decode(b.clone())
+                                .expect("kept from a decoded model")
+                        })
                         .collect(),
                 });
             }
         }
         for o in &g.outputs {
-            gp.output.push(value_info(&g.value(o.value).name, &o.ty, &o.doc_string, &o.metadata_props));
+            gp.output.push(value_info(
+                &g.value(o.value).name,
+                &o.ty,
+                &o.doc_string,
+                &o.metadata_props,
+            ));
         }
         for &id in &order {
             let n = g.node(id);
@@ -363,14 +484,27 @@ impl Cx<'_> {
                 continue;
             }
             for v in &n.outputs {
-                if !v.name.is_empty() && (v.ty.is_some() || !v.doc_string.is_empty() || !v.metadata_props.is_empty()) {
-                    gp.value_info.push(value_info(&v.name, &v.ty, &v.doc_string, &v.metadata_props));
+                if !v.name.is_empty()
+                    && (v.ty.is_some() || !v.doc_string.is_empty() || !v.metadata_props.is_empty())
+                {
+                    gp.value_info.push(value_info(
+                        &v.name,
+                        &v.ty,
+                        &v.doc_string,
+                        &v.metadata_props,
+                    ));
                 }
             }
         }
         for v in &g.extra_value_info {
-            let Value { name, ty, doc_string, metadata_props } = v;
-            gp.value_info.push(value_info(name, ty, doc_string, metadata_props));
+            let Value {
+                name,
+                ty,
+                doc_string,
+                metadata_props,
+            } = v;
+            gp.value_info
+                .push(value_info(name, ty, doc_string, metadata_props));
         }
         Ok(gp)
     }
@@ -379,10 +513,22 @@ impl Cx<'_> {
         let body = self.graph(&f.body)?;
         Ok(onnx::FunctionProto {
             name: some(&f.name),
-            input: body.input.iter().map(|v| v.name.clone().unwrap_or_default()).collect(),
-            output: body.output.iter().map(|v| v.name.clone().unwrap_or_default()).collect(),
+            input: body
+                .input
+                .iter()
+                .map(|v| v.name.clone().unwrap_or_default())
+                .collect(),
+            output: body
+                .output
+                .iter()
+                .map(|v| v.name.clone().unwrap_or_default())
+                .collect(),
             attribute: f.attributes.clone(),
-            attribute_proto: f.attribute_protos.iter().map(|a| self.attribute(a)).collect::<Result<_, _>>()?,
+            attribute_proto: f
+                .attribute_protos
+                .iter()
+                .map(|a| self.attribute(a))
+                .collect::<Result<_, _>>()?,
             node: body.node,
             doc_string: some(&f.doc_string),
             opset_import: opsets(&f.opset_imports),
@@ -443,7 +589,10 @@ impl Cx<'_> {
                 T::Strings
             }
             AttrValue::Tensors(v) => {
-                ap.tensors = v.iter().map(|t| self.tensor(t, &t.name, false)).collect::<Result<_, _>>()?;
+                ap.tensors = v
+                    .iter()
+                    .map(|t| self.tensor(t, &t.name, false))
+                    .collect::<Result<_, _>>()?;
                 T::Tensors
             }
             AttrValue::Graphs(v) => {
@@ -451,7 +600,10 @@ impl Cx<'_> {
                 T::Graphs
             }
             AttrValue::SparseTensors(v) => {
-                ap.sparse_tensors = v.iter().map(|s| self.sparse(s, &s.values.name)).collect::<Result<_, _>>()?;
+                ap.sparse_tensors = v
+                    .iter()
+                    .map(|s| self.sparse(s, &s.values.name))
+                    .collect::<Result<_, _>>()?;
                 T::SparseTensors
             }
             AttrValue::Types(v) => {
@@ -460,12 +612,20 @@ impl Cx<'_> {
             }
             AttrValue::None => T::Undefined,
         };
-        let declared = if a.declared_type != 0 { a.declared_type } else { ty as i32 };
+        let declared = if a.declared_type != 0 {
+            a.declared_type
+        } else {
+            ty as i32
+        };
         ap.r#type = if declared != 0 { Some(declared) } else { None };
         Ok(ap)
     }
 
-    fn sparse(&mut self, s: &SparseTensor, name: &str) -> Result<onnx::SparseTensorProto, ExportError> {
+    fn sparse(
+        &mut self,
+        s: &SparseTensor,
+        name: &str,
+    ) -> Result<onnx::SparseTensorProto, ExportError> {
         Ok(onnx::SparseTensorProto {
             values: Some(self.tensor(&s.values, name, false)?),
             indices: Some(self.tensor(&s.indices, &s.indices.name, false)?),
@@ -474,14 +634,21 @@ impl Cx<'_> {
     }
 
     /// `initializer` is true for graph initializers: only those move to external data on request.
-    fn tensor(&mut self, t: &Tensor, name: &str, initializer: bool) -> Result<onnx::TensorProto, ExportError> {
+    fn tensor(
+        &mut self,
+        t: &Tensor,
+        name: &str,
+        initializer: bool,
+    ) -> Result<onnx::TensorProto, ExportError> {
         let mut tp = onnx::TensorProto {
             dims: t.dims.clone(),
             data_type: Some(t.dtype.0),
             name: some(name),
             doc_string: some(&t.doc_string),
             metadata_props: props(&t.metadata_props),
-            segment: t.segment.as_ref().map(|b| onnx::tensor_proto::Segment::decode(b.clone()).expect("kept from a decoded model")),
+            segment: t.segment.as_ref().map(|b| {
+                onnx::tensor_proto::Segment::decode(b.clone()).expect("kept from a decoded model")
+            }),
             ..Default::default()
         };
         let is_string = matches!(t.data, TensorData::Strings(_));
@@ -489,11 +656,14 @@ impl Cx<'_> {
             DataPolicy::Inline => false,
             DataPolicy::Keep => t.placement == Placement::External,
             DataPolicy::External { threshold } => {
-                t.placement == Placement::External || (initializer && !is_string && t.byte_size() >= threshold)
+                t.placement == Placement::External
+                    || (initializer && !is_string && t.byte_size() >= threshold)
             }
         };
         if external {
-            let bytes = t.to_le_bytes().ok_or_else(|| ExportError::StringExternal(name.to_string()))?;
+            let bytes = t
+                .to_le_bytes()
+                .ok_or_else(|| ExportError::StringExternal(name.to_string()))?;
             let (offset, length) = self.data.push(bytes);
             tp.data_location = Some(onnx::tensor_proto::DataLocation::External as i32);
             tp.external_data = props(&[
@@ -525,15 +695,33 @@ mod tests {
     fn model_with_weight(n: usize) -> Model {
         let mut g = Graph::new("g");
         let w = Tensor::from_f32(vec![n as i64], &vec![0.5; n]);
-        let wid = g.add_node(Node::new("", NodeKind::Initializer(Const::Dense(Arc::new(w))), vec![], vec![Value::named("w")]));
+        let wid = g.add_node(Node::new(
+            "",
+            NodeKind::Initializer(Const::Dense(Arc::new(w))),
+            vec![],
+            vec![Value::named("w")],
+        ));
         let r = g.add_node(Node::new(
             "relu",
             NodeKind::Op(Op::new("Relu")),
-            vec![Some(ValueId { node: wid, output: 0 })],
+            vec![Some(ValueId {
+                node: wid,
+                output: 0,
+            })],
             vec![Value::named("y")],
         ));
-        g.outputs.push(GraphOutput { value: ValueId { node: r, output: 0 }, ty: None, doc_string: String::new(), metadata_props: vec![] });
-        Model { ir_version: 8, opset_imports: vec![(String::new(), 17)], graph: g, ..Model::default() }
+        g.outputs.push(GraphOutput {
+            value: ValueId { node: r, output: 0 },
+            ty: None,
+            doc_string: String::new(),
+            metadata_props: vec![],
+        });
+        Model {
+            ir_version: 8,
+            opset_imports: vec![(String::new(), 17)],
+            graph: g,
+            ..Model::default()
+        }
     }
 
     #[test]
@@ -549,7 +737,10 @@ mod tests {
         assert!(saved.model_bytes < 1_000);
         let back = crate::import::load(&out).unwrap();
         let w = back.graph.find_value("w").unwrap();
-        assert_eq!(back.graph.constant(w).unwrap().to_f32_vec().unwrap(), vec![0.5; 10_000]);
+        assert_eq!(
+            back.graph.constant(w).unwrap().to_f32_vec().unwrap(),
+            vec![0.5; 10_000]
+        );
         // Demanding inline data over the limit is an error, and nothing is written.
         let out2 = dir.path().join("inline.onnx");
         let e = save_with_limit(&m, &out2, DataPolicy::Inline, 20_000).unwrap_err();

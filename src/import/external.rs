@@ -29,7 +29,10 @@ pub struct ExternalFiles {
 
 impl ExternalFiles {
     pub fn new(base: Option<PathBuf>) -> ExternalFiles {
-        ExternalFiles { base, files: HashMap::new() }
+        ExternalFiles {
+            base,
+            files: HashMap::new(),
+        }
     }
 
     /// Every external-data file read so far, relative to the model's folder.
@@ -37,16 +40,32 @@ impl ExternalFiles {
         self.files.keys().map(PathBuf::as_path)
     }
 
-    pub fn read(&mut self, tensor: &str, entries: &[(String, String)]) -> Result<Bytes, ImportError> {
-        let err = |message: String| ImportError::External { tensor: tensor.to_string(), message };
+    pub fn read(
+        &mut self,
+        tensor: &str,
+        entries: &[(String, String)],
+    ) -> Result<Bytes, ImportError> {
+        let err = |message: String| ImportError::External {
+            tensor: tensor.to_string(),
+            message,
+        };
         let mut location = None;
         let mut offset = 0u64;
         let mut length = None;
         for (k, v) in entries {
             match k.as_str() {
                 "location" => location = Some(v.clone()),
-                "offset" => offset = v.parse().map_err(|_| err(format!("offset '{v}' is not a number")))?,
-                "length" => length = Some(v.parse::<u64>().map_err(|_| err(format!("length '{v}' is not a number")))?),
+                "offset" => {
+                    offset = v
+                        .parse()
+                        .map_err(|_| err(format!("offset '{v}' is not a number")))?
+                }
+                "length" => {
+                    length = Some(
+                        v.parse::<u64>()
+                            .map_err(|_| err(format!("length '{v}' is not a number")))?,
+                    )
+                }
                 // `checksum` and unknown keys are informative only.
                 _ => {}
             }
@@ -54,25 +73,37 @@ impl ExternalFiles {
         let location = location.ok_or_else(|| err("no 'location' entry".into()))?;
         let rel = Path::new(&location);
         if location.is_empty()
-            || rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+            || rel
+                .components()
+                .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(err(format!("location '{location}' must be a relative path inside the model's folder")));
+            return Err(err(format!(
+                "location '{location}' must be a relative path inside the model's folder"
+            )));
         }
-        let base = self
-            .base
-            .clone()
-            .ok_or_else(|| err(format!("'{location}' cannot be resolved: the model was not loaded from a file")))?;
+        let base = self.base.clone().ok_or_else(|| {
+            err(format!(
+                "'{location}' cannot be resolved: the model was not loaded from a file"
+            ))
+        })?;
         let path = base.join(rel);
         if !self.files.contains_key(rel) {
-            let canon_base = base.canonicalize().map_err(|e| err(format!("model folder: {e}")))?;
-            let canon = path.canonicalize().map_err(|e| err(format!("cannot open '{}': {e}", path.display())))?;
+            let canon_base = base
+                .canonicalize()
+                .map_err(|e| err(format!("model folder: {e}")))?;
+            let canon = path
+                .canonicalize()
+                .map_err(|e| err(format!("cannot open '{}': {e}", path.display())))?;
             if !canon.starts_with(&canon_base) {
-                return Err(err(format!("location '{location}' leads outside the model's folder")));
+                return Err(err(format!(
+                    "location '{location}' leads outside the model's folder"
+                )));
             }
             if canon.is_dir() {
                 return Err(err(format!("'{}' is a directory", path.display())));
             }
-            let bytes = map_file(&canon).map_err(|e| err(format!("cannot read '{}': {e}", path.display())))?;
+            let bytes = map_file(&canon)
+                .map_err(|e| err(format!("cannot read '{}': {e}", path.display())))?;
             self.files.insert(rel.to_path_buf(), bytes);
         }
         let file = &self.files[rel];

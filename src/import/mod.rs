@@ -10,8 +10,9 @@
 mod external;
 
 use crate::ir::{
-    self, AttrValue, Attribute, Const, DataType, Dim, Function, Graph, GraphOutput, Model, Node, NodeKind, Op,
-    Placement, ShapeDim, SparseTensor, Tensor, TensorData, Type, TypeKind, Value, ValueId,
+    self, AttrValue, Attribute, Const, DataType, Dim, Function, Graph, GraphOutput, Model, Node,
+    NodeKind, Op, Placement, ShapeDim, SparseTensor, Tensor, TensorData, Type, TypeKind, Value,
+    ValueId,
 };
 use crate::onnx;
 use bytes::Bytes;
@@ -26,7 +27,10 @@ pub use external::ExternalFiles;
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("cannot read '{path}': {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("is a directory, not an ONNX model file")]
     IsDirectory(PathBuf),
     #[error("the file is empty, not an ONNX model")]
@@ -40,15 +44,25 @@ pub enum ImportError {
     #[error("{0}")]
     Tensor(#[from] ir::tensor::TensorError),
     #[error("node '{node}' input {slot} '{name}' is not produced by any node, graph input or initializer")]
-    UndefinedInput { node: String, slot: usize, name: String },
-    #[error("graph '{graph}' output '{name}' is not produced by any node, graph input or initializer")]
+    UndefinedInput {
+        node: String,
+        slot: usize,
+        name: String,
+    },
+    #[error(
+        "graph '{graph}' output '{name}' is not produced by any node, graph input or initializer"
+    )]
     UndefinedOutput { graph: String, name: String },
     #[error("value name '{name}' is defined twice in graph '{graph}'")]
     DuplicateName { graph: String, name: String },
     #[error("external data of tensor '{tensor}': {message}")]
     External { tensor: String, message: String },
     #[error("node '{node}' attribute '{attr}': {message}")]
-    Attribute { node: String, attr: String, message: String },
+    Attribute {
+        node: String,
+        attr: String,
+        message: String,
+    },
     #[error("sparse initializer '{name}': {message}")]
     Sparse { name: String, message: String },
     #[error("{0}")]
@@ -62,7 +76,10 @@ pub fn load(path: &Path) -> Result<Model, ImportError> {
 
 /// [`load`], also returning the external-data files read (relative to the model's folder).
 pub fn load_with_files(path: &Path) -> Result<(Model, Vec<PathBuf>), ImportError> {
-    let io = |source| ImportError::Io { path: path.to_path_buf(), source };
+    let io = |source| ImportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_dir() {
         return Err(ImportError::IsDirectory(path.to_path_buf()));
@@ -71,11 +88,20 @@ pub fn load_with_files(path: &Path) -> Result<(Model, Vec<PathBuf>), ImportError
         return Err(ImportError::Empty(path.to_path_buf()));
     }
     let bytes = external::map_file(path).map_err(io)?;
-    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let base = path.parent().map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    });
     decode_import(bytes, base)
 }
 
-fn decode_import(bytes: Bytes, base_dir: Option<&Path>) -> Result<(Model, Vec<PathBuf>), ImportError> {
+fn decode_import(
+    bytes: Bytes,
+    base_dir: Option<&Path>,
+) -> Result<(Model, Vec<PathBuf>), ImportError> {
     if bytes.is_empty() {
         return Err(ImportError::Decode("empty input".into()));
     }
@@ -96,18 +122,32 @@ pub fn from_proto(proto: onnx::ModelProto, base_dir: Option<&Path>) -> Result<Mo
     import_proto(proto, base_dir).map(|(m, _)| m)
 }
 
-fn import_proto(proto: onnx::ModelProto, base_dir: Option<&Path>) -> Result<(Model, Vec<PathBuf>), ImportError> {
+fn import_proto(
+    proto: onnx::ModelProto,
+    base_dir: Option<&Path>,
+) -> Result<(Model, Vec<PathBuf>), ImportError> {
     let ir_version = proto.ir_version.unwrap_or(0);
     if ir_version <= 0 {
         return Err(ImportError::NoIrVersion);
     }
     let gp = proto.graph.ok_or(ImportError::NoGraph)?;
-    let mut cx = Cx { ext: ExternalFiles::new(base_dir.map(Path::to_path_buf)), ir_version };
+    let mut cx = Cx {
+        ext: ExternalFiles::new(base_dir.map(Path::to_path_buf)),
+        ir_version,
+    };
     let (graph, captures) = cx.graph(gp, None)?;
     if let Some(name) = captures.into_iter().next() {
-        return Err(ImportError::UndefinedInput { node: "<main graph>".into(), slot: 0, name });
+        return Err(ImportError::UndefinedInput {
+            node: "<main graph>".into(),
+            slot: 0,
+            name,
+        });
     }
-    let functions = proto.functions.into_iter().map(|f| cx.function(f)).collect::<Result<_, _>>()?;
+    let functions = proto
+        .functions
+        .into_iter()
+        .map(|f| cx.function(f))
+        .collect::<Result<_, _>>()?;
     let mut files: Vec<PathBuf> = cx.ext.files().map(Path::to_path_buf).collect();
     files.sort();
     let model = Model {
@@ -121,18 +161,30 @@ fn import_proto(proto: onnx::ModelProto, base_dir: Option<&Path>) -> Result<(Mod
         metadata_props: props(proto.metadata_props),
         graph,
         functions,
-        training_info: proto.training_info.iter().map(|t| Bytes::from(t.encode_to_vec())).collect(),
-        configuration: proto.configuration.iter().map(|t| Bytes::from(t.encode_to_vec())).collect(),
+        training_info: proto
+            .training_info
+            .iter()
+            .map(|t| Bytes::from(t.encode_to_vec()))
+            .collect(),
+        configuration: proto
+            .configuration
+            .iter()
+            .map(|t| Bytes::from(t.encode_to_vec()))
+            .collect(),
     };
     Ok((model, files))
 }
 
 fn opsets(v: Vec<onnx::OperatorSetIdProto>) -> Vec<(String, i64)> {
-    v.into_iter().map(|o| (o.domain.unwrap_or_default(), o.version.unwrap_or(0))).collect()
+    v.into_iter()
+        .map(|o| (o.domain.unwrap_or_default(), o.version.unwrap_or(0)))
+        .collect()
 }
 
 fn props(v: Vec<onnx::StringStringEntryProto>) -> Vec<(String, String)> {
-    v.into_iter().map(|p| (p.key.unwrap_or_default(), p.value.unwrap_or_default())).collect()
+    v.into_iter()
+        .map(|p| (p.key.unwrap_or_default(), p.value.unwrap_or_default()))
+        .collect()
 }
 
 /// Names visible from enclosing graphs.
@@ -154,35 +206,62 @@ struct Cx {
 
 impl Cx {
     /// Imports a graph; returns it with the outer names it captures (in first-use order).
-    fn graph(&mut self, gp: onnx::GraphProto, outer: Option<&Scope>) -> Result<(Graph, Vec<String>), ImportError> {
+    fn graph(
+        &mut self,
+        gp: onnx::GraphProto,
+        outer: Option<&Scope>,
+    ) -> Result<(Graph, Vec<String>), ImportError> {
         let gname = gp.name.clone().unwrap_or_default();
-        let node_count = gp.input.len() + gp.initializer.len() + gp.sparse_initializer.len() + gp.node.len();
+        let node_count =
+            gp.input.len() + gp.initializer.len() + gp.sparse_initializer.len() + gp.node.len();
         let edge_count: usize = gp.node.iter().map(|n| n.input.len()).sum();
         let mut g = Graph::with_capacity(gname.clone(), node_count, edge_count);
         g.doc_string = gp.doc_string.unwrap_or_default();
         g.metadata_props = props(gp.metadata_props);
-        g.quantization_annotation =
-            gp.quantization_annotation.iter().map(|q| Bytes::from(q.encode_to_vec())).collect();
+        g.quantization_annotation = gp
+            .quantization_annotation
+            .iter()
+            .map(|q| Bytes::from(q.encode_to_vec()))
+            .collect();
 
         // Every name this graph defines, so subgraphs can tell outer references from undefined ones.
         // Only needed (and only built) when some node holds a subgraph.
         let mut defined: HashSet<String> = HashSet::default();
-        if gp.node.iter().any(|n| n.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty())) {
+        if gp.node.iter().any(|n| {
+            n.attribute
+                .iter()
+                .any(|a| a.g.is_some() || !a.graphs.is_empty())
+        }) {
             defined.extend(gp.input.iter().filter_map(|v| v.name.clone()));
             defined.extend(gp.initializer.iter().filter_map(|t| t.name.clone()));
-            defined.extend(gp.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())));
-            defined.extend(gp.node.iter().flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()));
+            defined.extend(
+                gp.sparse_initializer
+                    .iter()
+                    .filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())),
+            );
+            defined.extend(
+                gp.node
+                    .iter()
+                    .flat_map(|n| n.output.iter().filter(|o| !o.is_empty()).cloned()),
+            );
         }
-        let scope = Scope { names: &defined, parent: outer };
+        let scope = Scope {
+            names: &defined,
+            parent: outer,
+        };
 
-        let mut by_name: HashMap<String, ValueId> = HashMap::with_capacity_and_hasher(node_count * 2, Default::default());
+        let mut by_name: HashMap<String, ValueId> =
+            HashMap::with_capacity_and_hasher(node_count * 2, Default::default());
         let define = |g: &Graph, name: &str, v: ValueId, map: &mut HashMap<String, ValueId>| {
             let _ = g;
             if name.is_empty() {
                 return Ok(());
             }
             if map.insert(name.to_string(), v).is_some() {
-                return Err(ImportError::DuplicateName { graph: gname.clone(), name: name.to_string() });
+                return Err(ImportError::DuplicateName {
+                    graph: gname.clone(),
+                    name: name.to_string(),
+                });
             }
             Ok(())
         };
@@ -192,8 +271,11 @@ impl Cx {
             let t = self.tensor(tp)?;
             inits.push((t.name.clone(), t));
         }
-        let init_names: HashMap<String, usize> =
-            inits.iter().enumerate().map(|(i, (n, _))| (n.clone(), i)).collect();
+        let init_names: HashMap<String, usize> = inits
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.clone(), i))
+            .collect();
         let mut init_slots: Vec<Option<Tensor>> = inits.into_iter().map(|(_, t)| Some(t)).collect();
 
         for vi in gp.input {
@@ -204,13 +286,41 @@ impl Cx {
                 Some(&i) => {
                     let t = init_slots[i].take().expect("initializer taken once");
                     let name = value.name.clone();
-                    let id = g.add_node(Node::new("", NodeKind::Input { default: Some(Arc::new(t)) }, vec![], vec![value]));
-                    define(&g, &name, ValueId { node: id, output: 0 }, &mut by_name)?;
+                    let id = g.add_node(Node::new(
+                        "",
+                        NodeKind::Input {
+                            default: Some(Arc::new(t)),
+                        },
+                        vec![],
+                        vec![value],
+                    ));
+                    define(
+                        &g,
+                        &name,
+                        ValueId {
+                            node: id,
+                            output: 0,
+                        },
+                        &mut by_name,
+                    )?;
                 }
                 None => {
                     let name = value.name.clone();
-                    let id = g.add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![value]));
-                    define(&g, &name, ValueId { node: id, output: 0 }, &mut by_name)?;
+                    let id = g.add_node(Node::new(
+                        "",
+                        NodeKind::Input { default: None },
+                        vec![],
+                        vec![value],
+                    ));
+                    define(
+                        &g,
+                        &name,
+                        ValueId {
+                            node: id,
+                            output: 0,
+                        },
+                        &mut by_name,
+                    )?;
                 }
             }
         }
@@ -222,7 +332,15 @@ impl Cx {
                 vec![],
                 vec![Value::named(name.clone())],
             ));
-            define(&g, &name, ValueId { node: id, output: 0 }, &mut by_name)?;
+            define(
+                &g,
+                &name,
+                ValueId {
+                    node: id,
+                    output: 0,
+                },
+                &mut by_name,
+            )?;
         }
         for sp in gp.sparse_initializer {
             let s = self.sparse(sp)?;
@@ -233,11 +351,20 @@ impl Cx {
                 vec![],
                 vec![Value::named(name.clone())],
             ));
-            define(&g, &name, ValueId { node: id, output: 0 }, &mut by_name)?;
+            define(
+                &g,
+                &name,
+                ValueId {
+                    node: id,
+                    output: 0,
+                },
+                &mut by_name,
+            )?;
         }
 
         // Operators, unwired: inputs are resolved once every name is known.
-        let mut pending: Vec<(ir::NodeId, Vec<String>, Vec<String>)> = Vec::with_capacity(gp.node.len());
+        let mut pending: Vec<(ir::NodeId, Vec<String>, Vec<String>)> =
+            Vec::with_capacity(gp.node.len());
         for np in gp.node {
             let name = np.name.clone().unwrap_or_default();
             let mut sub_captures: Vec<String> = Vec::new();
@@ -250,7 +377,11 @@ impl Cx {
                 op_type: np.op_type.unwrap_or_default(),
                 overload: np.overload.unwrap_or_default(),
                 attributes,
-                device_configurations: np.device_configurations.iter().map(|d| Bytes::from(d.encode_to_vec())).collect(),
+                device_configurations: np
+                    .device_configurations
+                    .iter()
+                    .map(|d| Bytes::from(d.encode_to_vec()))
+                    .collect(),
             };
             let outputs: Vec<Value> = np.output.iter().map(|o| Value::named(o.clone())).collect();
             let mut node = Node::new(name, NodeKind::Op(op), vec![], outputs);
@@ -258,20 +389,39 @@ impl Cx {
             node.metadata_props = props(np.metadata_props);
             let id = g.add_node(node);
             for (k, o) in np.output.iter().enumerate() {
-                define(&g, o, ValueId { node: id, output: k }, &mut by_name)?;
+                define(
+                    &g,
+                    o,
+                    ValueId {
+                        node: id,
+                        output: k,
+                    },
+                    &mut by_name,
+                )?;
             }
             pending.push((id, np.input, sub_captures));
         }
 
         // Outer names read here become capture nodes.
         let mut captures: Vec<String> = Vec::new();
-        let mut resolve = |g: &mut Graph, name: &str, by_name: &mut HashMap<String, ValueId>| -> Option<ValueId> {
+        let mut resolve = |g: &mut Graph,
+                           name: &str,
+                           by_name: &mut HashMap<String, ValueId>|
+         -> Option<ValueId> {
             if let Some(&v) = by_name.get(name) {
                 return Some(v);
             }
             if outer.is_some_and(|o| o.contains(name)) {
-                let id = g.add_node(Node::new("", NodeKind::Capture, vec![], vec![Value::named(name)]));
-                let v = ValueId { node: id, output: 0 };
+                let id = g.add_node(Node::new(
+                    "",
+                    NodeKind::Capture,
+                    vec![],
+                    vec![Value::named(name)],
+                ));
+                let v = ValueId {
+                    node: id,
+                    output: 0,
+                };
                 by_name.insert(name.to_string(), v);
                 captures.push(name.to_string());
                 return Some(v);
@@ -305,10 +455,12 @@ impl Cx {
                 let mut implicit = Vec::with_capacity(sub_captures.len());
                 for name in &sub_captures {
                     // Subgraph import only records names its enclosing scopes define.
-                    let v = resolve(&mut g, name, &mut by_name).ok_or_else(|| ImportError::UndefinedInput {
-                        node: g.node(id).display_name().to_string(),
-                        slot: 0,
-                        name: name.clone(),
+                    let v = resolve(&mut g, name, &mut by_name).ok_or_else(|| {
+                        ImportError::UndefinedInput {
+                            node: g.node(id).display_name().to_string(),
+                            slot: 0,
+                            name: name.clone(),
+                        }
                     })?;
                     implicit.push(v);
                 }
@@ -318,9 +470,18 @@ impl Cx {
 
         for vi in gp.output {
             let info = value_info(vi);
-            let value = resolve(&mut g, &info.name, &mut by_name)
-                .ok_or_else(|| ImportError::UndefinedOutput { graph: gname.clone(), name: info.name.clone() })?;
-            g.outputs.push(GraphOutput { value, ty: info.ty, doc_string: info.doc_string, metadata_props: info.metadata_props });
+            let value = resolve(&mut g, &info.name, &mut by_name).ok_or_else(|| {
+                ImportError::UndefinedOutput {
+                    graph: gname.clone(),
+                    name: info.name.clone(),
+                }
+            })?;
+            g.outputs.push(GraphOutput {
+                value,
+                ty: info.ty,
+                doc_string: info.doc_string,
+                metadata_props: info.metadata_props,
+            });
         }
 
         for vi in gp.value_info {
@@ -346,15 +507,33 @@ impl Cx {
         let gp = onnx::GraphProto {
             name: f.name.clone(),
             node: f.node,
-            input: f.input.iter().map(|n| onnx::ValueInfoProto { name: Some(n.clone()), ..Default::default() }).collect(),
-            output: f.output.iter().map(|n| onnx::ValueInfoProto { name: Some(n.clone()), ..Default::default() }).collect(),
+            input: f
+                .input
+                .iter()
+                .map(|n| onnx::ValueInfoProto {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            output: f
+                .output
+                .iter()
+                .map(|n| onnx::ValueInfoProto {
+                    name: Some(n.clone()),
+                    ..Default::default()
+                })
+                .collect(),
             value_info: f.value_info,
             ..Default::default()
         };
         let fname = f.name.clone().unwrap_or_default();
         let (body, captures) = self.graph(gp, None)?;
         if let Some(name) = captures.into_iter().next() {
-            return Err(ImportError::UndefinedInput { node: format!("function {fname}"), slot: 0, name });
+            return Err(ImportError::UndefinedInput {
+                node: format!("function {fname}"),
+                slot: 0,
+                name,
+            });
         }
         let mut sink = Vec::new();
         let attribute_protos = f
@@ -384,7 +563,11 @@ impl Cx {
     ) -> Result<Attribute, ImportError> {
         use onnx::attribute_proto::AttributeType as T;
         let name = ap.name.clone().unwrap_or_default();
-        let err = |message: String| ImportError::Attribute { node: node.to_string(), attr: name.clone(), message };
+        let err = |message: String| ImportError::Attribute {
+            node: node.to_string(),
+            attr: name.clone(),
+            message,
+        };
         let declared = ap.r#type.unwrap_or(0);
         // Old files may omit `type`; infer it from the field that is set.
         let ty = if declared != 0 {
@@ -422,13 +605,29 @@ impl Cx {
         };
         let is_ref = ap.ref_attr_name.is_some();
         let missing = |what: &str| -> Result<AttrValue, ImportError> {
-            if is_ref { Ok(AttrValue::None) } else { Err(err(format!("declared {what} but no value is set"))) }
+            if is_ref {
+                Ok(AttrValue::None)
+            } else {
+                Err(err(format!("declared {what} but no value is set")))
+            }
         };
         let value = match T::try_from(ty).unwrap_or(T::Undefined) {
-            T::Float => match ap.f { Some(f) => AttrValue::Float(f), None => missing("FLOAT")? },
-            T::Int => match ap.i { Some(i) => AttrValue::Int(i), None => missing("INT")? },
-            T::String => match ap.s { Some(s) => AttrValue::String(s), None => missing("STRING")? },
-            T::Tensor => match ap.t { Some(t) => AttrValue::Tensor(self.tensor(t)?), None => missing("TENSOR")? },
+            T::Float => match ap.f {
+                Some(f) => AttrValue::Float(f),
+                None => missing("FLOAT")?,
+            },
+            T::Int => match ap.i {
+                Some(i) => AttrValue::Int(i),
+                None => missing("INT")?,
+            },
+            T::String => match ap.s {
+                Some(s) => AttrValue::String(s),
+                None => missing("STRING")?,
+            },
+            T::Tensor => match ap.t {
+                Some(t) => AttrValue::Tensor(self.tensor(t)?),
+                None => missing("TENSOR")?,
+            },
             T::Graph => match ap.g {
                 Some(gp) => {
                     let (sub, caps) = self.graph(gp, scope)?;
@@ -441,11 +640,19 @@ impl Cx {
                 Some(s) => AttrValue::SparseTensor(self.sparse(s)?),
                 None => missing("SPARSE_TENSOR")?,
             },
-            T::TypeProto => match ap.tp { Some(t) => AttrValue::Type(type_of(t)), None => missing("TYPE_PROTO")? },
+            T::TypeProto => match ap.tp {
+                Some(t) => AttrValue::Type(type_of(t)),
+                None => missing("TYPE_PROTO")?,
+            },
             T::Floats => AttrValue::Floats(ap.floats),
             T::Ints => AttrValue::Ints(ap.ints),
             T::Strings => AttrValue::Strings(ap.strings),
-            T::Tensors => AttrValue::Tensors(ap.tensors.into_iter().map(|t| self.tensor(t)).collect::<Result<_, _>>()?),
+            T::Tensors => AttrValue::Tensors(
+                ap.tensors
+                    .into_iter()
+                    .map(|t| self.tensor(t))
+                    .collect::<Result<_, _>>()?,
+            ),
             T::Graphs => {
                 let mut gs = Vec::new();
                 for gp in ap.graphs {
@@ -455,14 +662,23 @@ impl Cx {
                 }
                 AttrValue::Graphs(gs)
             }
-            T::SparseTensors => {
-                AttrValue::SparseTensors(ap.sparse_tensors.into_iter().map(|s| self.sparse(s)).collect::<Result<_, _>>()?)
-            }
+            T::SparseTensors => AttrValue::SparseTensors(
+                ap.sparse_tensors
+                    .into_iter()
+                    .map(|s| self.sparse(s))
+                    .collect::<Result<_, _>>()?,
+            ),
             T::TypeProtos => AttrValue::Types(ap.type_protos.into_iter().map(type_of).collect()),
             T::Undefined if is_ref => AttrValue::None,
             T::Undefined => return Err(err(format!("unknown attribute type {declared}"))),
         };
-        Ok(Attribute { name, value, declared_type: ty, ref_attr_name: ap.ref_attr_name, doc_string: ap.doc_string.unwrap_or_default() })
+        Ok(Attribute {
+            name,
+            value,
+            declared_type: ty,
+            ref_attr_name: ap.ref_attr_name,
+            doc_string: ap.doc_string.unwrap_or_default(),
+        })
     }
 
     fn tensor(&mut self, tp: onnx::TensorProto) -> Result<Tensor, ImportError> {
@@ -518,10 +734,20 @@ impl Cx {
     }
 
     fn sparse(&mut self, sp: onnx::SparseTensorProto) -> Result<SparseTensor, ImportError> {
-        let values = sp.values.ok_or_else(|| ImportError::Sparse { name: String::new(), message: "no values".into() })?;
+        let values = sp.values.ok_or_else(|| ImportError::Sparse {
+            name: String::new(),
+            message: "no values".into(),
+        })?;
         let name = values.name.clone().unwrap_or_default();
-        let indices = sp.indices.ok_or_else(|| ImportError::Sparse { name: name.clone(), message: "no indices".into() })?;
-        Ok(SparseTensor { values: self.tensor(values)?, indices: self.tensor(indices)?, dims: sp.dims })
+        let indices = sp.indices.ok_or_else(|| ImportError::Sparse {
+            name: name.clone(),
+            message: "no indices".into(),
+        })?;
+        Ok(SparseTensor {
+            values: self.tensor(values)?,
+            indices: self.tensor(indices)?,
+            dims: sp.dims,
+        })
     }
 }
 
@@ -562,29 +788,39 @@ fn shape_of(s: Option<onnx::TensorShapeProto>) -> Option<Vec<ShapeDim>> {
 pub(crate) fn type_of(t: onnx::TypeProto) -> Type {
     use onnx::type_proto::Value as V;
     let kind = match t.value {
-        Some(V::TensorType(tt)) => {
-            TypeKind::Tensor { elem: DataType(tt.elem_type.unwrap_or(0)), shape: shape_of(tt.shape) }
-        }
-        Some(V::SparseTensorType(tt)) => {
-            TypeKind::SparseTensor { elem: DataType(tt.elem_type.unwrap_or(0)), shape: shape_of(tt.shape) }
-        }
+        Some(V::TensorType(tt)) => TypeKind::Tensor {
+            elem: DataType(tt.elem_type.unwrap_or(0)),
+            shape: shape_of(tt.shape),
+        },
+        Some(V::SparseTensorType(tt)) => TypeKind::SparseTensor {
+            elem: DataType(tt.elem_type.unwrap_or(0)),
+            shape: shape_of(tt.shape),
+        },
         Some(V::SequenceType(s)) => TypeKind::Sequence(s.elem_type.map(|e| Box::new(type_of(*e)))),
         Some(V::MapType(m)) => TypeKind::Map {
             key: DataType(m.key_type.unwrap_or(0)),
             value: m.value_type.map(|e| Box::new(type_of(*e))),
         },
         Some(V::OptionalType(o)) => TypeKind::Optional(o.elem_type.map(|e| Box::new(type_of(*e)))),
-        Some(V::OpaqueType(o)) => {
-            TypeKind::Opaque { domain: o.domain.unwrap_or_default(), name: o.name.unwrap_or_default() }
-        }
+        Some(V::OpaqueType(o)) => TypeKind::Opaque {
+            domain: o.domain.unwrap_or_default(),
+            name: o.name.unwrap_or_default(),
+        },
         None => TypeKind::Unset,
     };
-    Type { kind, denotation: t.denotation.unwrap_or_default() }
+    Type {
+        kind,
+        denotation: t.denotation.unwrap_or_default(),
+    }
 }
 
 /// Decodes a serialized `TensorProto` (an ONNX test-data `input_K.pb`); external data is refused.
 pub fn tensor_from_bytes(bytes: Bytes) -> Result<Tensor, ImportError> {
-    let tp = onnx::TensorProto::decode(bytes).map_err(|e| ImportError::Decode(format!("TensorProto: {e}")))?;
-    let mut cx = Cx { ext: ExternalFiles::new(None), ir_version: i64::MAX };
+    let tp = onnx::TensorProto::decode(bytes)
+        .map_err(|e| ImportError::Decode(format!("TensorProto: {e}")))?;
+    let mut cx = Cx {
+        ext: ExternalFiles::new(None),
+        ir_version: i64::MAX,
+    };
     cx.tensor(tp)
 }

@@ -27,7 +27,10 @@ pub enum InputError {
 }
 
 fn err(name: &str, message: impl Into<String>) -> InputError {
-    InputError::Input { name: name.to_string(), message: message.into() }
+    InputError::Input {
+        name: name.to_string(),
+        message: message.into(),
+    }
 }
 
 /// What the model declares for one runtime input, with `--input-shape` applied.
@@ -49,7 +52,9 @@ pub struct Sample {
 
 /// Parses `NAME=1,3,224,224`.
 pub fn parse_shape_flag(s: &str) -> Result<(String, Vec<i64>), InputError> {
-    let (name, dims) = s.split_once('=').ok_or_else(|| InputError::BadShapeFlag(s.into()))?;
+    let (name, dims) = s
+        .split_once('=')
+        .ok_or_else(|| InputError::BadShapeFlag(s.into()))?;
     let dims = dims
         .split(',')
         .map(|d| d.trim().parse::<i64>().ok().filter(|&v| v >= 0))
@@ -68,22 +73,49 @@ pub fn specs(model: &Model, shapes: &[(String, Vec<i64>)]) -> Result<Vec<InputSp
     for &i in g.inputs() {
         let v = &g.node(i).outputs[0];
         let (dtype, dims) = match v.ty.as_ref().map(|t| &t.kind) {
-            Some(TypeKind::Tensor { elem, shape }) => {
-                (*elem, shape.as_ref().map(|s| s.iter().map(|d| d.dim.clone()).collect::<Vec<_>>()))
+            Some(TypeKind::Tensor { elem, shape }) => (
+                *elem,
+                shape
+                    .as_ref()
+                    .map(|s| s.iter().map(|d| d.dim.clone()).collect::<Vec<_>>()),
+            ),
+            Some(_) => {
+                return Err(err(
+                    &v.name,
+                    format!(
+                        "is a {}, only tensor inputs are supported",
+                        v.ty.as_ref().unwrap()
+                    ),
+                ))
             }
-            Some(_) => return Err(err(&v.name, format!("is a {}, only tensor inputs are supported", v.ty.as_ref().unwrap()))),
             None => return Err(err(&v.name, "has no declared type")),
         };
-        let mut spec = InputSpec { name: v.name.clone(), dtype, dims };
+        let mut spec = InputSpec {
+            name: v.name.clone(),
+            dtype,
+            dims,
+        };
         if let Some((_, fixed)) = shapes.iter().find(|(n, _)| *n == v.name) {
             if let Some(declared) = &spec.dims {
                 if declared.len() != fixed.len() {
-                    return Err(err(&v.name, format!("--input-shape gives rank {}, the model declares rank {}", fixed.len(), declared.len())));
+                    return Err(err(
+                        &v.name,
+                        format!(
+                            "--input-shape gives rank {}, the model declares rank {}",
+                            fixed.len(),
+                            declared.len()
+                        ),
+                    ));
                 }
                 for (k, (d, f)) in declared.iter().zip(fixed).enumerate() {
                     if let Dim::Fixed(x) = d {
                         if x != f {
-                            return Err(err(&v.name, format!("--input-shape sets dim {k} to {f}, the model fixes it to {x}")));
+                            return Err(err(
+                                &v.name,
+                                format!(
+                                    "--input-shape sets dim {k} to {f}, the model fixes it to {x}"
+                                ),
+                            ));
                         }
                     }
                 }
@@ -101,22 +133,41 @@ pub fn specs(model: &Model, shapes: &[(String, Vec<i64>)]) -> Result<Vec<InputSp
 }
 
 fn dims_str(d: &[i64]) -> String {
-    format!("[{}]", d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        d.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 /// Checks a tensor against the spec: dtype, rank, fixed dims.
 pub fn check_tensor(spec: &InputSpec, t: &Tensor) -> Result<(), InputError> {
     if t.dtype != spec.dtype {
-        return Err(err(&spec.name, format!("expected {} data, got {}", spec.dtype, t.dtype)));
+        return Err(err(
+            &spec.name,
+            format!("expected {} data, got {}", spec.dtype, t.dtype),
+        ));
     }
     if let Some(dims) = &spec.dims {
         if dims.len() != t.dims.len() {
-            return Err(err(&spec.name, format!("expected rank {}, got shape {}", dims.len(), dims_str(&t.dims))));
+            return Err(err(
+                &spec.name,
+                format!(
+                    "expected rank {}, got shape {}",
+                    dims.len(),
+                    dims_str(&t.dims)
+                ),
+            ));
         }
         for (k, (d, &v)) in dims.iter().zip(&t.dims).enumerate() {
             if let Dim::Fixed(x) = d {
                 if *x != v {
-                    return Err(err(&spec.name, format!("dim {k} must be {x}, got shape {}", dims_str(&t.dims))));
+                    return Err(err(
+                        &spec.name,
+                        format!("dim {k} must be {x}, got shape {}", dims_str(&t.dims)),
+                    ));
                 }
             }
         }
@@ -158,28 +209,56 @@ pub struct RandomRanges {
 
 impl Default for RandomRanges {
     fn default() -> Self {
-        RandomRanges { float: (-1.0, 1.0), int: (0, 10) }
+        RandomRanges {
+            float: (-1.0, 1.0),
+            int: (0, 10),
+        }
     }
 }
 
 /// `n` seeded random samples from the specs. Every dim must be fixed (by the model or
 /// `--input-shape`).
-pub fn random(specs: &[InputSpec], n: usize, seed: u64, ranges: RandomRanges) -> Result<Vec<Sample>, InputError> {
+pub fn random(
+    specs: &[InputSpec],
+    n: usize,
+    seed: u64,
+    ranges: RandomRanges,
+) -> Result<Vec<Sample>, InputError> {
     let mut dims_of = Vec::new();
     for s in specs {
-        let dims = s.dims.as_ref().ok_or_else(|| err(&s.name, "has no declared shape; give --input-shape"))?;
+        let dims = s
+            .dims
+            .as_ref()
+            .ok_or_else(|| err(&s.name, "has no declared shape; give --input-shape"))?;
         let mut fixed = Vec::new();
         for d in dims {
             match d {
                 Dim::Fixed(v) => fixed.push(*v),
                 Dim::Symbol(sym) => {
-                    return Err(err(&s.name, format!("dim '{sym}' is symbolic; fix it with --input-shape {}=...", s.name)))
+                    return Err(err(
+                        &s.name,
+                        format!(
+                            "dim '{sym}' is symbolic; fix it with --input-shape {}=...",
+                            s.name
+                        ),
+                    ))
                 }
-                Dim::Unknown => return Err(err(&s.name, format!("has an unknown dim; fix it with --input-shape {}=...", s.name))),
+                Dim::Unknown => {
+                    return Err(err(
+                        &s.name,
+                        format!(
+                            "has an unknown dim; fix it with --input-shape {}=...",
+                            s.name
+                        ),
+                    ))
+                }
             }
         }
         if crate::ir::tensor::element_count(&fixed).is_none_or(|c| c > (1 << 30)) {
-            return Err(err(&s.name, format!("shape {} is too large for random data", dims_str(&fixed))));
+            return Err(err(
+                &s.name,
+                format!("shape {} is too large for random data", dims_str(&fixed)),
+            ));
         }
         dims_of.push(fixed);
     }
@@ -193,9 +272,13 @@ pub fn random(specs: &[InputSpec], n: usize, seed: u64, ranges: RandomRanges) ->
             let (ilo, ihi) = ranges.int;
             let mut float = || flo + (fhi - flo) * rng.next_f64();
             let bytes: Vec<u8> = match s.dtype {
-                DataType::FLOAT => (0..count).flat_map(|_| (float() as f32).to_le_bytes()).collect(),
+                DataType::FLOAT => (0..count)
+                    .flat_map(|_| (float() as f32).to_le_bytes())
+                    .collect(),
                 DataType::DOUBLE => (0..count).flat_map(|_| float().to_le_bytes()).collect(),
-                DataType::FLOAT16 => (0..count).flat_map(|_| half::f16::from_f64(float()).to_le_bytes()).collect(),
+                DataType::FLOAT16 => (0..count)
+                    .flat_map(|_| half::f16::from_f64(float()).to_le_bytes())
+                    .collect(),
                 DataType::BOOL => (0..count).map(|_| (rng.next_u64() >> 63) as u8).collect(),
                 dt if dt.bits().is_some() && !dt.is_float() => {
                     let width = (ihi - ilo).max(1) as u64;
@@ -211,24 +294,39 @@ pub fn random(specs: &[InputSpec], n: usize, seed: u64, ranges: RandomRanges) ->
             };
             inputs.push(Tensor::from_raw(s.dtype, dims.clone(), bytes));
         }
-        samples.push(Sample { inputs, expected: BTreeMap::new() });
+        samples.push(Sample {
+            inputs,
+            expected: BTreeMap::new(),
+        });
     }
     Ok(samples)
 }
 
 /// Loads samples from a path: an `.npz` file, an `.npy` file (single-input models), a folder of
 /// `NAME.npy`, an ONNX test-data folder, or a folder of `test_data_set_*` folders.
-pub fn load(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) -> Result<Vec<Sample>, InputError> {
-    let file_err = |message: String| InputError::File { path: path.to_path_buf(), message };
+pub fn load(
+    path: &Path,
+    specs: &[InputSpec],
+    outputs: &[(String, DataType)],
+) -> Result<Vec<Sample>, InputError> {
+    let file_err = |message: String| InputError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     let meta = std::fs::metadata(path).map_err(|e| file_err(e.to_string()))?;
     if meta.is_file() {
         return match path.extension().and_then(|e| e.to_str()) {
             Some("npz") => load_npz(path, specs, outputs),
             Some("npy") if specs.len() == 1 => {
-                let arrays = vec![(specs[0].name.clone(), read_npy_file(path, specs[0].dtype, &specs[0].name)?)];
+                let arrays = vec![(
+                    specs[0].name.clone(),
+                    read_npy_file(path, specs[0].dtype, &specs[0].name)?,
+                )];
                 from_named_arrays(arrays, specs, outputs)
             }
-            Some("npy") => Err(file_err("a single .npy only feeds a single-input model; use an .npz or a folder".into())),
+            Some("npy") => Err(file_err(
+                "a single .npy only feeds a single-input model; use an .npz or a folder".into(),
+            )),
             _ => Err(file_err("not an .npz or .npy file, nor a folder".into())),
         };
     }
@@ -236,7 +334,11 @@ pub fn load(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) ->
         .map_err(|e| file_err(e.to_string()))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set_"))
+        })
         .collect();
     sets.sort();
     if !sets.is_empty() {
@@ -259,7 +361,9 @@ pub fn load(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) ->
         .collect();
     entries.sort();
     if entries.is_empty() {
-        return Err(file_err("folder holds no .npy files, input_K.pb files or test_data_set_* folders".into()));
+        return Err(file_err(
+            "folder holds no .npy files, input_K.pb files or test_data_set_* folders".into(),
+        ));
     }
     for p in entries {
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
@@ -267,7 +371,12 @@ pub fn load(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) ->
             Some(s) => s.dtype,
             None => match outputs.iter().find(|(n, _)| *n == name) {
                 Some((_, dt)) => *dt,
-                None => return Err(err(&name, format!("'{}' names no model input or output", p.display()))),
+                None => {
+                    return Err(err(
+                        &name,
+                        format!("'{}' names no model input or output", p.display()),
+                    ))
+                }
             },
         };
         arrays.push((name.clone(), read_npy_file(&p, dtype, &name)?));
@@ -275,11 +384,20 @@ pub fn load(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) ->
     from_named_arrays(arrays, specs, outputs)
 }
 
-fn load_pb_dir(dir: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) -> Result<Sample, InputError> {
+fn load_pb_dir(
+    dir: &Path,
+    specs: &[InputSpec],
+    outputs: &[(String, DataType)],
+) -> Result<Sample, InputError> {
     let read = |p: &Path| -> Result<Tensor, InputError> {
-        let bytes = std::fs::read(p).map_err(|e| InputError::File { path: p.to_path_buf(), message: e.to_string() })?;
-        crate::import::tensor_from_bytes(Bytes::from(bytes))
-            .map_err(|e| InputError::File { path: p.to_path_buf(), message: e.to_string() })
+        let bytes = std::fs::read(p).map_err(|e| InputError::File {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        crate::import::tensor_from_bytes(Bytes::from(bytes)).map_err(|e| InputError::File {
+            path: p.to_path_buf(),
+            message: e.to_string(),
+        })
     };
     let mut inputs = Vec::new();
     for (k, spec) in specs.iter().enumerate() {
@@ -294,7 +412,10 @@ fn load_pb_dir(dir: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) 
     if dir.join(format!("input_{}.pb", specs.len())).exists() {
         return Err(InputError::File {
             path: dir.to_path_buf(),
-            message: format!("holds more input_K.pb files than the model's {} inputs", specs.len()),
+            message: format!(
+                "holds more input_K.pb files than the model's {} inputs",
+                specs.len()
+            ),
         });
     }
     let mut expected = BTreeMap::new();
@@ -307,10 +428,18 @@ fn load_pb_dir(dir: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) 
     Ok(Sample { inputs, expected })
 }
 
-fn load_npz(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) -> Result<Vec<Sample>, InputError> {
-    let file_err = |message: String| InputError::File { path: path.to_path_buf(), message };
+fn load_npz(
+    path: &Path,
+    specs: &[InputSpec],
+    outputs: &[(String, DataType)],
+) -> Result<Vec<Sample>, InputError> {
+    let file_err = |message: String| InputError::File {
+        path: path.to_path_buf(),
+        message,
+    };
     let f = File::open(path).map_err(|e| file_err(e.to_string()))?;
-    let mut npz = ndarray_npy::NpzReader::new(f).map_err(|e| file_err(format!("not a readable .npz: {e}")))?;
+    let mut npz = ndarray_npy::NpzReader::new(f)
+        .map_err(|e| file_err(format!("not a readable .npz: {e}")))?;
     let names = npz.names().map_err(|e| file_err(e.to_string()))?;
     let mut arrays = Vec::new();
     for name in names {
@@ -318,7 +447,12 @@ fn load_npz(path: &Path, specs: &[InputSpec], outputs: &[(String, DataType)]) ->
             Some(s) => s.dtype,
             None => match outputs.iter().find(|(n, _)| *n == name) {
                 Some((_, dt)) => *dt,
-                None => return Err(err(&name, format!("key in '{}' names no model input or output", path.display()))),
+                None => {
+                    return Err(err(
+                        &name,
+                        format!("key in '{}' names no model input or output", path.display()),
+                    ))
+                }
             },
         };
         let t = read_typed(&name, dtype, |dt| read_npz_array(&mut npz, &name, dt))?;
@@ -345,7 +479,10 @@ fn from_named_arrays(
     let n = per_input.first().map(|v| v.len()).unwrap_or(1);
     for (spec, v) in specs.iter().zip(&per_input) {
         if v.len() != n {
-            return Err(err(&spec.name, format!("holds {} samples, '{}' holds {n}", v.len(), specs[0].name)));
+            return Err(err(
+                &spec.name,
+                format!("holds {} samples, '{}' holds {n}", v.len(), specs[0].name),
+            ));
         }
     }
     let mut expected_per: Vec<(String, Vec<Tensor>)> = Vec::new();
@@ -380,7 +517,11 @@ fn split_leading(t: &Tensor) -> Vec<Tensor> {
     let each = if n == 0 { 0 } else { bytes.len() / n };
     (0..n)
         .map(|k| {
-            let mut s = Tensor::from_raw(t.dtype, t.dims[1..].to_vec(), bytes.slice(k * each..(k + 1) * each));
+            let mut s = Tensor::from_raw(
+                t.dtype,
+                t.dims[1..].to_vec(),
+                bytes.slice(k * each..(k + 1) * each),
+            );
             s.name = t.name.clone();
             s
         })
@@ -389,9 +530,14 @@ fn split_leading(t: &Tensor) -> Vec<Tensor> {
 
 fn split_samples(spec: &InputSpec, t: &Tensor) -> Result<Vec<Tensor>, InputError> {
     if t.dtype != spec.dtype {
-        return Err(err(&spec.name, format!("expected {} data, got {}", spec.dtype, t.dtype)));
+        return Err(err(
+            &spec.name,
+            format!("expected {} data, got {}", spec.dtype, t.dtype),
+        ));
     }
-    let Some(dims) = &spec.dims else { return Ok(vec![t.clone()]) };
+    let Some(dims) = &spec.dims else {
+        return Ok(vec![t.clone()]);
+    };
     if t.dims.len() == dims.len() {
         check_tensor(spec, t)?;
         Ok(vec![t.clone()])
@@ -404,7 +550,12 @@ fn split_samples(spec: &InputSpec, t: &Tensor) -> Result<Vec<Tensor>, InputError
     } else {
         Err(err(
             &spec.name,
-            format!("expected rank {} (one sample) or {} (N samples), got shape {}", dims.len(), dims.len() + 1, dims_str(&t.dims)),
+            format!(
+                "expected rank {} (one sample) or {} (N samples), got shape {}",
+                dims.len(),
+                dims.len() + 1,
+                dims_str(&t.dims)
+            ),
         ))
     }
 }
@@ -440,16 +591,24 @@ fn read_dispatch(dt: DataType, f: File) -> Result<(Vec<i64>, Vec<u8>), String> {
     use ndarray_npy::ReadNpyExt;
     macro_rules! rd {
         ($t:ty) => {
-            ArrayD::<$t>::read_npy(f).map(to_tensor_bytes).map_err(|e| e.to_string())
+            ArrayD::<$t>::read_npy(f)
+                .map(to_tensor_bytes)
+                .map_err(|e| e.to_string())
         };
     }
     by_dtype!(dt, rd, ".npy")
 }
 
-fn read_npz_array(npz: &mut ndarray_npy::NpzReader<File>, name: &str, dt: DataType) -> Result<(Vec<i64>, Vec<u8>), String> {
+fn read_npz_array(
+    npz: &mut ndarray_npy::NpzReader<File>,
+    name: &str,
+    dt: DataType,
+) -> Result<(Vec<i64>, Vec<u8>), String> {
     macro_rules! rd {
         ($t:ty) => {
-            npz.by_name::<OwnedRepr<$t>, IxDyn>(name).map(to_tensor_bytes).map_err(|e| e.to_string())
+            npz.by_name::<OwnedRepr<$t>, IxDyn>(name)
+                .map(to_tensor_bytes)
+                .map_err(|e| e.to_string())
         };
     }
     by_dtype!(dt, rd, ".npz")
@@ -463,7 +622,10 @@ fn read_typed(
 ) -> Result<Tensor, InputError> {
     match read(dtype) {
         Ok((dims, bytes)) => Ok(Tensor::from_raw(dtype, dims, bytes)),
-        Err(e) if e.contains("descriptor") => Err(err(name, format!("expected {dtype} data, the array holds another type ({e})"))),
+        Err(e) if e.contains("descriptor") => Err(err(
+            name,
+            format!("expected {dtype} data, the array holds another type ({e})"),
+        )),
         Err(e) => Err(err(name, e)),
     }
 }
@@ -496,7 +658,11 @@ mod tests {
     use super::*;
 
     fn spec(dims: Vec<Dim>) -> InputSpec {
-        InputSpec { name: "x".into(), dtype: DataType::FLOAT, dims: Some(dims) }
+        InputSpec {
+            name: "x".into(),
+            dtype: DataType::FLOAT,
+            dims: Some(dims),
+        }
     }
 
     #[test]
@@ -506,19 +672,31 @@ mod tests {
         let b = random(&s, 2, 7, RandomRanges::default()).unwrap();
         assert!(a[1].inputs[0].same_values(&b[1].inputs[0]));
         assert!(!a[0].inputs[0].same_values(&a[1].inputs[0]));
-        assert!(a[0].inputs[0].to_f32_vec().unwrap().iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(a[0].inputs[0]
+            .to_f32_vec()
+            .unwrap()
+            .iter()
+            .all(|v| (-1.0..1.0).contains(v)));
     }
 
     #[test]
     fn symbolic_dims_must_be_fixed() {
         let s = [spec(vec![Dim::Symbol("batch".into()), Dim::Fixed(3)])];
-        let e = random(&s, 1, 0, RandomRanges::default()).unwrap_err().to_string();
-        assert!(e.contains("'batch'") && e.contains("--input-shape x="), "{e}");
+        let e = random(&s, 1, 0, RandomRanges::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'batch'") && e.contains("--input-shape x="),
+            "{e}"
+        );
     }
 
     #[test]
     fn shape_flag_parses() {
-        assert_eq!(parse_shape_flag("x=1,3,224,224").unwrap(), ("x".into(), vec![1, 3, 224, 224]));
+        assert_eq!(
+            parse_shape_flag("x=1,3,224,224").unwrap(),
+            ("x".into(), vec![1, 3, 224, 224])
+        );
         assert!(parse_shape_flag("x=1,a").is_err());
         assert!(parse_shape_flag("=1").is_err());
         assert!(parse_shape_flag("x").is_err());
@@ -532,6 +710,9 @@ mod tests {
         assert_eq!(parts.len(), 3);
         assert_eq!(parts[2].to_f32_vec().unwrap(), vec![5., 6.]);
         let bad = Tensor::from_f32(vec![3], &[1., 2., 3.]);
-        assert!(split_samples(&s, &bad).unwrap_err().to_string().contains("dim 0 must be 2"));
+        assert!(split_samples(&s, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("dim 0 must be 2"));
     }
 }

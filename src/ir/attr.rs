@@ -39,15 +39,29 @@ pub struct Attribute {
 
 impl Attribute {
     pub fn new(name: impl Into<String>, value: AttrValue) -> Attribute {
-        Attribute { name: name.into(), value, declared_type: 0, ref_attr_name: None, doc_string: String::new() }
+        Attribute {
+            name: name.into(),
+            value,
+            declared_type: 0,
+            ref_attr_name: None,
+            doc_string: String::new(),
+        }
     }
 
     pub fn as_int(&self) -> Option<i64> {
-        if let AttrValue::Int(v) = self.value { Some(v) } else { None }
+        if let AttrValue::Int(v) = self.value {
+            Some(v)
+        } else {
+            None
+        }
     }
 
     pub fn as_ints(&self) -> Option<&[i64]> {
-        if let AttrValue::Ints(v) = &self.value { Some(v) } else { None }
+        if let AttrValue::Ints(v) = &self.value {
+            Some(v)
+        } else {
+            None
+        }
     }
 
     /// Subgraphs held by this attribute.

@@ -2,7 +2,9 @@
 //! (`import → export → import` must give the same dump). Tensors print dtype, shape, placement and a
 //! hash of their values, so storage form (raw or typed field) does not matter.
 
-use super::{AttrValue, Attribute, Const, Graph, Model, NodeKind, SparseTensor, Tensor, TensorData};
+use super::{
+    AttrValue, Attribute, Const, Graph, Model, NodeKind, SparseTensor, Tensor, TensorData,
+};
 use std::fmt::Write;
 
 /// FNV-1a over the canonical little-endian bytes (or the strings) of a tensor.
@@ -48,7 +50,12 @@ fn tensor_str(t: &Tensor) -> String {
 }
 
 fn sparse_str(t: &SparseTensor) -> String {
-    format!("sparse{:?}(values {}, indices {})", t.dims, tensor_str(&t.values), tensor_str(&t.indices))
+    format!(
+        "sparse{:?}(values {}, indices {})",
+        t.dims,
+        tensor_str(&t.values),
+        tensor_str(&t.indices)
+    )
 }
 
 fn attr_str(a: &Attribute, depth: usize, out: &mut String) -> String {
@@ -61,10 +68,27 @@ fn attr_str(a: &Attribute, depth: usize, out: &mut String) -> String {
         AttrValue::Type(t) => t.to_string(),
         AttrValue::Floats(v) => format!("{v:?}"),
         AttrValue::Ints(v) => format!("{v:?}"),
-        AttrValue::Strings(v) => format!("{:?}", v.iter().map(|s| String::from_utf8_lossy(s)).collect::<Vec<_>>()),
-        AttrValue::Tensors(v) => format!("[{}]", v.iter().map(tensor_str).collect::<Vec<_>>().join(", ")),
-        AttrValue::SparseTensors(v) => format!("[{}]", v.iter().map(sparse_str).collect::<Vec<_>>().join(", ")),
-        AttrValue::Types(v) => format!("[{}]", v.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")),
+        AttrValue::Strings(v) => format!(
+            "{:?}",
+            v.iter()
+                .map(|s| String::from_utf8_lossy(s))
+                .collect::<Vec<_>>()
+        ),
+        AttrValue::Tensors(v) => format!(
+            "[{}]",
+            v.iter().map(tensor_str).collect::<Vec<_>>().join(", ")
+        ),
+        AttrValue::SparseTensors(v) => format!(
+            "[{}]",
+            v.iter().map(sparse_str).collect::<Vec<_>>().join(", ")
+        ),
+        AttrValue::Types(v) => format!(
+            "[{}]",
+            v.iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         AttrValue::Graph(g) => {
             dump_graph(g, depth + 2, out);
             format!("<graph {:?}>", g.name)
@@ -100,7 +124,11 @@ pub fn attr_key(a: &Attribute) -> String {
 pub fn dump_graph(g: &Graph, depth: usize, out: &mut String) {
     let pad = " ".repeat(depth);
     writeln!(out, "{pad}graph {:?} doc={:?}", g.name, g.doc_string).unwrap();
-    let ty = |t: &Option<super::Type>| t.as_ref().map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+    let ty = |t: &Option<super::Type>| {
+        t.as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "?".into())
+    };
     for &i in g.inputs() {
         let n = g.node(i);
         let v = &n.outputs[0];
@@ -139,13 +167,28 @@ pub fn dump_graph(g: &Graph, depth: usize, out: &mut String) {
                 writeln!(out, "{pad}  init {} = {}", outs.join(", "), sparse_str(t)).unwrap()
             }
             NodeKind::Op(op) => {
-                let ins: Vec<String> =
-                    n.inputs().iter().map(|v| v.as_ref().map(name_of).unwrap_or_else(|| "_".into())).collect();
+                let ins: Vec<String> = n
+                    .inputs()
+                    .iter()
+                    .map(|v| v.as_ref().map(name_of).unwrap_or_else(|| "_".into()))
+                    .collect();
                 let implicit: Vec<String> = n.implicit_inputs().iter().map(name_of).collect();
                 let mut sub = String::new();
-                let attrs: Vec<String> = op.attributes.iter().map(|a| attr_str(a, depth, &mut sub)).collect();
-                let dom = if op.domain.is_empty() { String::new() } else { format!("{}::", op.domain) };
-                let ovl = if op.overload.is_empty() { String::new() } else { format!(":{}", op.overload) };
+                let attrs: Vec<String> = op
+                    .attributes
+                    .iter()
+                    .map(|a| attr_str(a, depth, &mut sub))
+                    .collect();
+                let dom = if op.domain.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}::", op.domain)
+                };
+                let ovl = if op.overload.is_empty() {
+                    String::new()
+                } else {
+                    format!(":{}", op.overload)
+                };
                 let mut line = format!(
                     "{pad}  {} = {dom}{}{ovl}({}) {{{}}} name={:?}",
                     outs.join(", "),
@@ -179,7 +222,13 @@ pub fn dump_graph(g: &Graph, depth: usize, out: &mut String) {
         writeln!(out, "{pad}  value_info {:?}: {}", v.name, ty(&v.ty)).unwrap();
     }
     if !g.quantization_annotation.is_empty() || !g.metadata_props.is_empty() {
-        writeln!(out, "{pad}  qa={} meta={:?}", g.quantization_annotation.len(), g.metadata_props).unwrap();
+        writeln!(
+            out,
+            "{pad}  qa={} meta={:?}",
+            g.quantization_annotation.len(),
+            g.metadata_props
+        )
+        .unwrap();
     }
 }
 
@@ -208,11 +257,20 @@ pub fn dump_model(m: &Model) -> String {
         writeln!(out, "metadata {:?}", m.metadata_props).unwrap();
     }
     if !m.training_info.is_empty() || !m.configuration.is_empty() {
-        writeln!(out, "training_info={:?} configuration={:?}", m.training_info, m.configuration).unwrap();
+        writeln!(
+            out,
+            "training_info={:?} configuration={:?}",
+            m.training_info, m.configuration
+        )
+        .unwrap();
     }
     for f in &m.functions {
         let mut sub = String::new();
-        let attrs: Vec<String> = f.attribute_protos.iter().map(|a| attr_str(a, 0, &mut sub)).collect();
+        let attrs: Vec<String> = f
+            .attribute_protos
+            .iter()
+            .map(|a| attr_str(a, 0, &mut sub))
+            .collect();
         writeln!(
             out,
             "function {}::{}:{} attrs={:?} defaults=[{}] opsets={:?} doc={:?} meta={:?}",

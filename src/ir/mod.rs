@@ -21,8 +21,8 @@ use bytes::Bytes;
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::{EdgeRef, NodeIndexable};
 use petgraph::Direction;
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 /// A node of a [`Graph`]. `StableGraph` reuses the slots of removed nodes, so do not hold a `NodeId`
@@ -55,7 +55,10 @@ pub struct Value {
 
 impl Value {
     pub fn named(name: impl Into<String>) -> Value {
-        Value { name: name.into(), ..Value::default() }
+        Value {
+            name: name.into(),
+            ..Value::default()
+        }
     }
 }
 
@@ -70,7 +73,9 @@ pub enum Const {
 pub enum NodeKind {
     /// A graph input. `default` is set when an initializer of the same name exists: the value can be
     /// overridden at run time, so it is an input and never folded.
-    Input { default: Option<Arc<Tensor>> },
+    Input {
+        default: Option<Arc<Tensor>>,
+    },
     /// An initializer: a weight, foldable.
     Initializer(Const),
     /// A value of an enclosing graph read by name inside a subgraph. Its output carries the outer
@@ -92,7 +97,10 @@ pub struct Op {
 
 impl Op {
     pub fn new(op_type: impl Into<String>) -> Op {
-        Op { op_type: op_type.into(), ..Op::default() }
+        Op {
+            op_type: op_type.into(),
+            ..Op::default()
+        }
     }
 
     pub fn attr(&self, name: &str) -> Option<&Attribute> {
@@ -117,7 +125,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(name: impl Into<String>, kind: NodeKind, inputs: Vec<Option<ValueId>>, outputs: Vec<Value>) -> Node {
+    pub fn new(
+        name: impl Into<String>,
+        kind: NodeKind,
+        inputs: Vec<Option<ValueId>>,
+        outputs: Vec<Value>,
+    ) -> Node {
         Node {
             name: name.into(),
             kind,
@@ -140,11 +153,19 @@ impl Node {
     }
 
     pub fn op(&self) -> Option<&Op> {
-        if let NodeKind::Op(op) = &self.kind { Some(op) } else { None }
+        if let NodeKind::Op(op) = &self.kind {
+            Some(op)
+        } else {
+            None
+        }
     }
 
     pub fn op_mut(&mut self) -> Option<&mut Op> {
-        if let NodeKind::Op(op) = &mut self.kind { Some(op) } else { None }
+        if let NodeKind::Op(op) = &mut self.kind {
+            Some(op)
+        } else {
+            None
+        }
     }
 
     pub fn op_type(&self) -> &str {
@@ -167,7 +188,9 @@ impl Node {
 
     /// Subgraphs held in this node's attributes.
     pub fn subgraphs(&self) -> impl Iterator<Item = &Graph> {
-        self.op().into_iter().flat_map(|op| op.attributes.iter().flat_map(|a| a.graphs()))
+        self.op()
+            .into_iter()
+            .flat_map(|op| op.attributes.iter().flat_map(|a| a.graphs()))
     }
 }
 
@@ -212,12 +235,19 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     /// An empty graph with room for `nodes` nodes and `edges` uses.
     pub fn with_capacity(name: impl Into<String>, nodes: usize, edges: usize) -> Graph {
-        Graph { g: StableDiGraph::with_capacity(nodes, edges), name: name.into(), ..Graph::default() }
+        Graph {
+            g: StableDiGraph::with_capacity(nodes, edges),
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     /// Adds a node; edges are derived from its inputs. Panics on a `ValueId` of another graph only
@@ -229,11 +259,19 @@ impl Graph {
         let id = NodeId(self.g.add_node(node));
         for (slot, v) in inputs.iter().enumerate() {
             if let Some(v) = v {
-                self.g.add_edge(v.node.0, id.0, Use::Slot { output: v.output, input: slot });
+                self.g.add_edge(
+                    v.node.0,
+                    id.0,
+                    Use::Slot {
+                        output: v.output,
+                        input: slot,
+                    },
+                );
             }
         }
         for v in implicit {
-            self.g.add_edge(v.node.0, id.0, Use::Implicit { output: v.output });
+            self.g
+                .add_edge(v.node.0, id.0, Use::Implicit { output: v.output });
         }
         if is_input {
             self.inputs.push(id);
@@ -245,7 +283,13 @@ impl Graph {
     pub fn remove_node(&mut self, id: NodeId) -> Result<Node, GraphError> {
         let node = &self.g[id.0];
         let used_by_outputs = self.outputs.iter().any(|o| o.value.node == id);
-        if self.g.edges_directed(id.0, Direction::Outgoing).next().is_some() || used_by_outputs {
+        if self
+            .g
+            .edges_directed(id.0, Direction::Outgoing)
+            .next()
+            .is_some()
+            || used_by_outputs
+        {
             return Err(GraphError::StillUsed(node.display_name().to_string()));
         }
         self.inputs.retain(|&i| i != id);
@@ -288,7 +332,8 @@ impl Graph {
 
     /// Operator nodes only.
     pub fn ops(&self) -> impl Iterator<Item = (NodeId, &Node, &Op)> + '_ {
-        self.nodes().filter_map(|(id, n)| n.op().map(|op| (id, n, op)))
+        self.nodes()
+            .filter_map(|(id, n)| n.op().map(|op| (id, n, op)))
     }
 
     /// Graph inputs in interface order.
@@ -313,7 +358,14 @@ impl Graph {
             let edge = self
                 .g
                 .edges_directed(node.0, Direction::Incoming)
-                .find(|e| e.source() == old.node.0 && *e.weight() == Use::Slot { output: old.output, input: slot })
+                .find(|e| {
+                    e.source() == old.node.0
+                        && *e.weight()
+                            == Use::Slot {
+                                output: old.output,
+                                input: slot,
+                            }
+                })
                 .map(|e| e.id());
             if let Some(e) = edge {
                 self.g.remove_edge(e);
@@ -325,7 +377,14 @@ impl Graph {
         }
         n.inputs[slot] = value;
         if let Some(v) = value {
-            self.g.add_edge(v.node.0, node.0, Use::Slot { output: v.output, input: slot });
+            self.g.add_edge(
+                v.node.0,
+                node.0,
+                Use::Slot {
+                    output: v.output,
+                    input: slot,
+                },
+            );
         }
     }
 
@@ -342,7 +401,14 @@ impl Graph {
         }
         for (slot, v) in inputs.iter().enumerate() {
             if let Some(v) = v {
-                self.g.add_edge(v.node.0, node.0, Use::Slot { output: v.output, input: slot });
+                self.g.add_edge(
+                    v.node.0,
+                    node.0,
+                    Use::Slot {
+                        output: v.output,
+                        input: slot,
+                    },
+                );
             }
         }
         self.g[node.0].inputs = inputs;
@@ -360,7 +426,8 @@ impl Graph {
             self.g.remove_edge(e);
         }
         for v in &values {
-            self.g.add_edge(v.node.0, node.0, Use::Implicit { output: v.output });
+            self.g
+                .add_edge(v.node.0, node.0, Use::Implicit { output: v.output });
         }
         self.g[node.0].implicit = values;
     }
@@ -371,8 +438,12 @@ impl Graph {
             .g
             .edges_directed(value.node.0, Direction::Outgoing)
             .filter_map(|e| match *e.weight() {
-                Use::Slot { output, input } if output == value.output => Some((NodeId(e.target()), Some(input))),
-                Use::Implicit { output } if output == value.output => Some((NodeId(e.target()), None)),
+                Use::Slot { output, input } if output == value.output => {
+                    Some((NodeId(e.target()), Some(input)))
+                }
+                Use::Implicit { output } if output == value.output => {
+                    Some((NodeId(e.target()), None))
+                }
                 _ => None,
             })
             .collect();
@@ -388,7 +459,12 @@ impl Graph {
     /// Redirects every use of `from` to `to`. Graph outputs are redirected only with
     /// `include_graph_outputs` (renaming an output changes the model's interface); returns how many
     /// uses moved, or `false` in `.1` when a graph output was left in place.
-    pub fn replace_all_uses(&mut self, from: ValueId, to: ValueId, include_graph_outputs: bool) -> (usize, bool) {
+    pub fn replace_all_uses(
+        &mut self,
+        from: ValueId,
+        to: ValueId,
+        include_graph_outputs: bool,
+    ) -> (usize, bool) {
         let mut moved = 0;
         for (node, slot) in self.uses(from) {
             match slot {
@@ -421,7 +497,10 @@ impl Graph {
     /// The node producing the value named `name`, if any (linear scan).
     pub fn find_value(&self, name: &str) -> Option<ValueId> {
         self.nodes().find_map(|(id, n)| {
-            n.outputs.iter().position(|v| v.name == name).map(|output| ValueId { node: id, output })
+            n.outputs
+                .iter()
+                .position(|v| v.name == name)
+                .map(|output| ValueId { node: id, output })
         })
     }
 
@@ -434,10 +513,12 @@ impl Graph {
     pub fn constant(&self, value: ValueId) -> Option<&Tensor> {
         match &self.node(value.node).kind {
             NodeKind::Initializer(Const::Dense(t)) => Some(t),
-            NodeKind::Op(op) if op.op_type == "Constant" && op.is_default_domain() => match &op.attr("value")?.value {
-                AttrValue::Tensor(t) => Some(t),
-                _ => None,
-            },
+            NodeKind::Op(op) if op.op_type == "Constant" && op.is_default_domain() => {
+                match &op.attr("value")?.value {
+                    AttrValue::Tensor(t) => Some(t),
+                    _ => None,
+                }
+            }
             _ => None,
         }
     }
@@ -479,7 +560,9 @@ impl Graph {
 
     /// Number of operator nodes here and in all nested subgraphs.
     pub fn op_count_total(&self) -> usize {
-        self.ops().map(|(_, n, _)| 1 + n.subgraphs().map(|g| g.op_count_total()).sum::<usize>()).sum()
+        self.ops()
+            .map(|(_, n, _)| 1 + n.subgraphs().map(|g| g.op_count_total()).sum::<usize>())
+            .sum()
     }
 
     /// Calls `f` on this graph and every nested subgraph, depth first.
@@ -530,9 +613,18 @@ pub struct Model {
 impl Model {
     /// The imported version of a domain (`""` and `ai.onnx` are the same).
     pub fn opset(&self, domain: &str) -> Option<i64> {
-        let norm = |d: &str| if d == "ai.onnx" { String::new() } else { d.to_string() };
+        let norm = |d: &str| {
+            if d == "ai.onnx" {
+                String::new()
+            } else {
+                d.to_string()
+            }
+        };
         let want = norm(domain);
-        self.opset_imports.iter().find(|(d, _)| norm(d) == want).map(|(_, v)| *v)
+        self.opset_imports
+            .iter()
+            .find(|(d, _)| norm(d) == want)
+            .map(|(_, v)| *v)
     }
 }
 
@@ -542,9 +634,19 @@ mod tests {
 
     fn tiny() -> (Graph, NodeId, NodeId, NodeId) {
         let mut g = Graph::new("g");
-        let x = g.add_node(Node::new("", NodeKind::Input { default: None }, vec![], vec![Value::named("x")]));
+        let x = g.add_node(Node::new(
+            "",
+            NodeKind::Input { default: None },
+            vec![],
+            vec![Value::named("x")],
+        ));
         let xv = ValueId { node: x, output: 0 };
-        let a = g.add_node(Node::new("a", NodeKind::Op(Op::new("Relu")), vec![Some(xv)], vec![Value::named("a")]));
+        let a = g.add_node(Node::new(
+            "a",
+            NodeKind::Op(Op::new("Relu")),
+            vec![Some(xv)],
+            vec![Value::named("a")],
+        ));
         let av = ValueId { node: a, output: 0 };
         let b = g.add_node(Node::new(
             "b",
@@ -552,7 +654,12 @@ mod tests {
             vec![Some(av), Some(xv)],
             vec![Value::named("b")],
         ));
-        g.outputs.push(GraphOutput { value: ValueId { node: b, output: 0 }, ty: None, doc_string: String::new(), metadata_props: vec![] });
+        g.outputs.push(GraphOutput {
+            value: ValueId { node: b, output: 0 },
+            ty: None,
+            doc_string: String::new(),
+            metadata_props: vec![],
+        });
         (g, x, a, b)
     }
 
@@ -571,7 +678,10 @@ mod tests {
     #[test]
     fn replace_and_remove() {
         let (mut g, x, a, b) = tiny();
-        let (xv, av) = (ValueId { node: x, output: 0 }, ValueId { node: a, output: 0 });
+        let (xv, av) = (
+            ValueId { node: x, output: 0 },
+            ValueId { node: a, output: 0 },
+        );
         assert!(g.remove_node(a).is_err(), "a is still used");
         let (moved, _) = g.replace_all_uses(av, xv, false);
         assert_eq!(moved, 1);
@@ -583,7 +693,10 @@ mod tests {
     #[test]
     fn graph_outputs_move_only_when_asked() {
         let (mut g, x, _, b) = tiny();
-        let (xv, bv) = (ValueId { node: x, output: 0 }, ValueId { node: b, output: 0 });
+        let (xv, bv) = (
+            ValueId { node: x, output: 0 },
+            ValueId { node: b, output: 0 },
+        );
         let (_, ok) = g.replace_all_uses(bv, xv, false);
         assert!(!ok);
         assert_eq!(g.outputs[0].value, bv);

@@ -180,7 +180,9 @@ pub enum TensorError {
     UnknownType { name: String, dtype: i32 },
     #[error("tensor '{name}' has a negative dimension in {dims:?}")]
     NegativeDim { name: String, dims: Vec<i64> },
-    #[error("tensor '{name}' of type {dtype} and shape {dims:?} needs {expected} {unit}, found {found}")]
+    #[error(
+        "tensor '{name}' of type {dtype} and shape {dims:?} needs {expected} {unit}, found {found}"
+    )]
     SizeMismatch {
         name: String,
         dtype: DataType,
@@ -190,7 +192,11 @@ pub enum TensorError {
         unit: &'static str,
     },
     #[error("tensor '{name}' stores {dtype} values in the wrong field ({field})")]
-    WrongField { name: String, dtype: DataType, field: &'static str },
+    WrongField {
+        name: String,
+        dtype: DataType,
+        field: &'static str,
+    },
 }
 
 impl Tensor {
@@ -239,19 +245,27 @@ impl Tensor {
     pub fn check(&self) -> Result<(), TensorError> {
         let name = || self.name.clone();
         if self.dims.iter().any(|&d| d < 0) {
-            return Err(TensorError::NegativeDim { name: name(), dims: self.dims.clone() });
+            return Err(TensorError::NegativeDim {
+                name: name(),
+                dims: self.dims.clone(),
+            });
         }
         if !self.dtype.is_known() {
-            return Err(TensorError::UnknownType { name: name(), dtype: self.dtype.0 });
+            return Err(TensorError::UnknownType {
+                name: name(),
+                dtype: self.dtype.0,
+            });
         }
-        let n = self.element_count().ok_or_else(|| TensorError::SizeMismatch {
-            name: name(),
-            dtype: self.dtype,
-            dims: self.dims.clone(),
-            expected: usize::MAX,
-            found: 0,
-            unit: "elements",
-        })?;
+        let n = self
+            .element_count()
+            .ok_or_else(|| TensorError::SizeMismatch {
+                name: name(),
+                dtype: self.dtype,
+                dims: self.dims.clone(),
+                expected: usize::MAX,
+                found: 0,
+                unit: "elements",
+            })?;
         let mismatch = |expected, found, unit| TensorError::SizeMismatch {
             name: name(),
             dtype: self.dtype,
@@ -264,15 +278,27 @@ impl Tensor {
             if self.dtype.typed_field() == Some(f) {
                 Ok(())
             } else {
-                Err(TensorError::WrongField { name: name(), dtype: self.dtype, field: label })
+                Err(TensorError::WrongField {
+                    name: name(),
+                    dtype: self.dtype,
+                    field: label,
+                })
             }
         };
         // Complex types store two numbers per element; sub-byte types pack several per int32.
-        let per_elem = if matches!(self.dtype, DataType::COMPLEX64 | DataType::COMPLEX128) { 2 } else { 1 };
+        let per_elem = if matches!(self.dtype, DataType::COMPLEX64 | DataType::COMPLEX128) {
+            2
+        } else {
+            1
+        };
         match &self.data {
             TensorData::Raw(b) => {
                 if self.dtype == DataType::STRING {
-                    return Err(TensorError::WrongField { name: name(), dtype: self.dtype, field: "raw_data" });
+                    return Err(TensorError::WrongField {
+                        name: name(),
+                        dtype: self.dtype,
+                        field: "raw_data",
+                    });
                 }
                 let expected = self.byte_size();
                 if b.len() != expected {
@@ -289,7 +315,11 @@ impl Tensor {
                 field_ok(TypedField::Int32, "int32_data")?;
                 let bits = self.dtype.bits().unwrap_or(32);
                 // 4- and 2-bit types pack one byte per int32; 6-bit floats keep one element per int32.
-                let expected = if bits < 8 && bits != 6 { (n * bits).div_ceil(8) } else { n };
+                let expected = if bits < 8 && bits != 6 {
+                    (n * bits).div_ceil(8)
+                } else {
+                    n
+                };
                 if v.len() != expected {
                     return Err(mismatch(expected, v.len(), "int32_data values"));
                 }
@@ -328,14 +358,32 @@ impl Tensor {
         let bits = self.dtype.bits()?;
         Some(match &self.data {
             TensorData::Raw(b) => b.clone(),
-            TensorData::Floats(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>().into(),
-            TensorData::Doubles(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>().into(),
-            TensorData::Int64s(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>().into(),
+            TensorData::Floats(v) => v
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>()
+                .into(),
+            TensorData::Doubles(v) => v
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>()
+                .into(),
+            TensorData::Int64s(v) => v
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>()
+                .into(),
             TensorData::Uint64s(v) => {
                 if bits == 32 {
-                    v.iter().flat_map(|&x| (x as u32).to_le_bytes()).collect::<Vec<_>>().into()
+                    v.iter()
+                        .flat_map(|&x| (x as u32).to_le_bytes())
+                        .collect::<Vec<_>>()
+                        .into()
                 } else {
-                    v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>().into()
+                    v.iter()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect::<Vec<_>>()
+                        .into()
                 }
             }
             TensorData::Int32s(v) if bits == 6 => {
@@ -375,8 +423,14 @@ impl Tensor {
         }
         let b = self.to_le_bytes()?;
         Some(match self.dtype {
-            DataType::FLOAT => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            DataType::DOUBLE => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            DataType::FLOAT => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DataType::DOUBLE => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                .collect(),
             DataType::FLOAT16 => b
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -397,12 +451,30 @@ impl Tensor {
         let b = self.to_le_bytes()?;
         let n = self.element_count()?;
         Some(match self.dtype {
-            DataType::INT64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
-            DataType::UINT64 => b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::INT32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::UINT32 => b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64).collect(),
-            DataType::INT16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
-            DataType::UINT16 => b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            DataType::INT64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+            DataType::UINT64 => b
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::INT32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::UINT32 => b
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().unwrap()) as i64)
+                .collect(),
+            DataType::INT16 => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+            DataType::UINT16 => b
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
             DataType::INT8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DataType::UINT8 | DataType::BOOL => b.iter().map(|&x| x as i64).collect(),
             DataType::INT4 | DataType::UINT4 => (0..n)
@@ -432,7 +504,9 @@ impl Tensor {
 }
 
 pub fn element_count(dims: &[i64]) -> Option<usize> {
-    dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)))
+    dims.iter().try_fold(1usize, |acc, &d| {
+        usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+    })
 }
 
 /// `SparseTensorProto`: values `[NNZ]` with indices `[NNZ]` (linear) or `[NNZ, rank]`.

@@ -23,12 +23,24 @@ pub struct ShapeDim {
 #[derive(Clone, Debug, PartialEq)]
 pub enum TypeKind {
     /// `shape: None` means rank unknown.
-    Tensor { elem: DataType, shape: Option<Vec<ShapeDim>> },
-    SparseTensor { elem: DataType, shape: Option<Vec<ShapeDim>> },
+    Tensor {
+        elem: DataType,
+        shape: Option<Vec<ShapeDim>>,
+    },
+    SparseTensor {
+        elem: DataType,
+        shape: Option<Vec<ShapeDim>>,
+    },
     Sequence(Option<Box<Type>>),
-    Map { key: DataType, value: Option<Box<Type>> },
+    Map {
+        key: DataType,
+        value: Option<Box<Type>>,
+    },
     Optional(Option<Box<Type>>),
-    Opaque { domain: String, name: String },
+    Opaque {
+        domain: String,
+        name: String,
+    },
     /// `TypeProto` with no value set.
     Unset,
 }
@@ -44,7 +56,14 @@ impl Type {
         Type {
             kind: TypeKind::Tensor {
                 elem,
-                shape: Some(dims.iter().map(|&d| ShapeDim { dim: Dim::Fixed(d), denotation: String::new() }).collect()),
+                shape: Some(
+                    dims.iter()
+                        .map(|&d| ShapeDim {
+                            dim: Dim::Fixed(d),
+                            denotation: String::new(),
+                        })
+                        .collect(),
+                ),
             },
             denotation: String::new(),
         }
@@ -61,7 +80,16 @@ impl Type {
     /// All dims, when the type is a tensor with every dim fixed.
     pub fn fixed_dims(&self) -> Option<Vec<i64>> {
         let (_, shape) = self.as_tensor()?;
-        shape?.iter().map(|d| if let Dim::Fixed(v) = d.dim { Some(v) } else { None }).collect()
+        shape?
+            .iter()
+            .map(|d| {
+                if let Dim::Fixed(v) = d.dim {
+                    Some(v)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 }
 

@@ -14,16 +14,25 @@ pub enum ValidateError {
     #[error("graph has a cycle through node '{0}'")]
     Cycle(String),
     #[error("value name '{name}' is defined twice (by '{first}' and '{second}')")]
-    DuplicateName { name: String, first: String, second: String },
+    DuplicateName {
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error("node '{node}' ({op}) uses domain '{domain}', which the model does not import (no opset_import entry)")]
-    MissingOpset { node: String, op: String, domain: String },
+    MissingOpset {
+        node: String,
+        op: String,
+        domain: String,
+    },
     #[error("node '{node}': input slots and graph edges disagree (internal error)")]
     EdgeMismatch { node: String },
 }
 
 pub fn validate(model: &Model) -> Result<(), ValidateError> {
     let domains: HashSet<String> = model.opset_imports.iter().map(|(d, _)| norm(d)).collect();
-    let local_fn_domains: HashSet<String> = model.functions.iter().map(|f| norm(&f.domain)).collect();
+    let local_fn_domains: HashSet<String> =
+        model.functions.iter().map(|f| norm(&f.domain)).collect();
     let mut names = rustc_hash::FxHashMap::default();
     validate_graph(&model.graph, &domains, &mut names)?;
     for f in &model.functions {
@@ -39,7 +48,11 @@ pub fn validate(model: &Model) -> Result<(), ValidateError> {
 }
 
 fn norm(d: &str) -> String {
-    if d == "ai.onnx" { String::new() } else { d.to_string() }
+    if d == "ai.onnx" {
+        String::new()
+    } else {
+        d.to_string()
+    }
 }
 
 /// Checks one graph and, recursively, its subgraphs. `names` maps each value name defined so far in
@@ -53,27 +66,45 @@ pub fn validate_graph<'a>(
         for (slot, v) in n.inputs().iter().enumerate() {
             if let Some(v) = v {
                 if !g.contains(v.node) || v.output >= g.node(v.node).outputs.len() {
-                    return Err(ValidateError::Dangling { node: n.display_name().into(), slot });
+                    return Err(ValidateError::Dangling {
+                        node: n.display_name().into(),
+                        slot,
+                    });
                 }
             }
         }
         for v in n.implicit_inputs() {
             if !g.contains(v.node) || v.output >= g.node(v.node).outputs.len() {
-                return Err(ValidateError::Dangling { node: n.display_name().into(), slot: usize::MAX });
+                return Err(ValidateError::Dangling {
+                    node: n.display_name().into(),
+                    slot: usize::MAX,
+                });
             }
         }
         let expected = n.inputs().iter().flatten().count() + n.implicit_inputs().len();
-        let found = g.g.edges_directed(id.0, petgraph::Direction::Incoming).count();
+        let found =
+            g.g.edges_directed(id.0, petgraph::Direction::Incoming)
+                .count();
         if found != expected {
-            return Err(ValidateError::EdgeMismatch { node: n.display_name().into() });
+            return Err(ValidateError::EdgeMismatch {
+                node: n.display_name().into(),
+            });
         }
         if let NodeKind::Op(op) = &n.kind {
-            let d: &str = if op.domain == "ai.onnx" { "" } else { &op.domain };
+            let d: &str = if op.domain == "ai.onnx" {
+                ""
+            } else {
+                &op.domain
+            };
             if !domains.contains(d) {
                 return Err(ValidateError::MissingOpset {
                     node: n.display_name().into(),
                     op: op.op_type.clone(),
-                    domain: if op.domain.is_empty() { "ai.onnx".into() } else { op.domain.clone() },
+                    domain: if op.domain.is_empty() {
+                        "ai.onnx".into()
+                    } else {
+                        op.domain.clone()
+                    },
                 });
             }
         }
@@ -95,9 +126,17 @@ pub fn validate_graph<'a>(
             if v.name.is_empty() {
                 continue;
             }
-            let who = if n.name.is_empty() { n.op_type() } else { n.name.as_str() };
+            let who = if n.name.is_empty() {
+                n.op_type()
+            } else {
+                n.name.as_str()
+            };
             if let Some(first) = names.insert(v.name.as_str(), who) {
-                return Err(ValidateError::DuplicateName { name: v.name.clone(), first: first.into(), second: who.into() });
+                return Err(ValidateError::DuplicateName {
+                    name: v.name.clone(),
+                    first: first.into(),
+                    second: who.into(),
+                });
             }
         }
     }

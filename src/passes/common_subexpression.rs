@@ -11,11 +11,19 @@ use std::collections::HashMap;
 pub struct EliminateCommonSubexpression;
 
 /// Ops whose outputs differ between two evaluations.
-pub const NONDETERMINISTIC: &[&str] =
-    &["RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"];
+pub const NONDETERMINISTIC: &[&str] = &[
+    "RandomNormal",
+    "RandomNormalLike",
+    "RandomUniform",
+    "RandomUniformLike",
+    "Multinomial",
+    "Bernoulli",
+];
 
 fn run_graph(g: &mut Graph) -> bool {
-    let Ok(order) = g.topo_order() else { return false };
+    let Ok(order) = g.topo_order() else {
+        return false;
+    };
     let mut seen: HashMap<String, NodeId> = HashMap::new();
     let mut changed = false;
     for id in order {
@@ -30,10 +38,20 @@ fn run_graph(g: &mut Graph) -> bool {
         let inputs: Vec<String> = n
             .inputs()
             .iter()
-            .map(|v| v.map(|v| format!("{}:{}", v.node.index(), v.output)).unwrap_or_default())
+            .map(|v| {
+                v.map(|v| format!("{}:{}", v.node.index(), v.output))
+                    .unwrap_or_default()
+            })
             .collect();
         let attrs: Vec<String> = op.attributes.iter().map(attr_key).collect();
-        let key = format!("{}|{}|{}|{}|{}", op.domain, op.op_type, n.outputs.len(), inputs.join(","), attrs.join(";"));
+        let key = format!(
+            "{}|{}|{}|{}|{}",
+            op.domain,
+            op.op_type,
+            n.outputs.len(),
+            inputs.join(","),
+            attrs.join(";")
+        );
         match seen.get(&key) {
             None => {
                 seen.insert(key, id);
@@ -41,14 +59,27 @@ fn run_graph(g: &mut Graph) -> bool {
             Some(&keep) => {
                 let outs = n.outputs.len();
                 let movable = (0..outs).all(|k| {
-                    let v = ValueId { node: id, output: k };
+                    let v = ValueId {
+                        node: id,
+                        output: k,
+                    };
                     !g.is_graph_output(v) && g.uses(v).iter().all(|(_, slot)| slot.is_some())
                 });
                 if !movable {
                     continue;
                 }
                 for k in 0..outs {
-                    g.replace_all_uses(ValueId { node: id, output: k }, ValueId { node: keep, output: k }, false);
+                    g.replace_all_uses(
+                        ValueId {
+                            node: id,
+                            output: k,
+                        },
+                        ValueId {
+                            node: keep,
+                            output: k,
+                        },
+                        false,
+                    );
                 }
                 let _ = g.remove_node(id);
                 changed = true;

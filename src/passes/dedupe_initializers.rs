@@ -19,13 +19,25 @@ impl Pass for DedupeInitializers {
         // Bucket by dtype and shape first; only tensors that share a bucket get hashed.
         let mut buckets: HashMap<(i32, Vec<i64>), Vec<ValueId>> = HashMap::new();
         for (id, n) in g.nodes() {
-            let NodeKind::Initializer(Const::Dense(t)) = &n.kind else { continue };
-            let v = ValueId { node: id, output: 0 };
+            let NodeKind::Initializer(Const::Dense(t)) = &n.kind else {
+                continue;
+            };
+            let v = ValueId {
+                node: id,
+                output: 0,
+            };
             if !g.is_graph_output(v) {
-                buckets.entry((t.dtype.0, t.dims.clone())).or_default().push(v);
+                buckets
+                    .entry((t.dtype.0, t.dims.clone()))
+                    .or_default()
+                    .push(v);
             }
         }
-        let mut candidates: Vec<ValueId> = buckets.into_values().filter(|b| b.len() > 1).flatten().collect();
+        let mut candidates: Vec<ValueId> = buckets
+            .into_values()
+            .filter(|b| b.len() > 1)
+            .flatten()
+            .collect();
         candidates.sort();
         // Within a bucket, a cheap fingerprint (the first and last 64 bytes) narrows the field; equal
         // fingerprints are then compared in full.
@@ -35,7 +47,11 @@ impl Pass for DedupeInitializers {
             let t = g.constant(v).expect("dense initializer");
             let fp = match t.to_le_bytes() {
                 Some(b) if b.len() > 128 => {
-                    let mut edge = crate::ir::Tensor::from_raw(t.dtype, vec![], [&b[..64], &b[b.len() - 64..]].concat());
+                    let mut edge = crate::ir::Tensor::from_raw(
+                        t.dtype,
+                        vec![],
+                        [&b[..64], &b[b.len() - 64..]].concat(),
+                    );
                     edge.dims = vec![];
                     tensor_hash(&edge)
                 }
@@ -44,7 +60,10 @@ impl Pass for DedupeInitializers {
             let key = (t.dtype.0, t.dims.clone(), fp);
             let seen = first.entry(key).or_default();
             // A hash match is confirmed byte for byte before merging.
-            match seen.iter().find(|&&s| g.constant(s).is_some_and(|st| st.same_values(t))) {
+            match seen
+                .iter()
+                .find(|&&s| g.constant(s).is_some_and(|st| st.same_values(t)))
+            {
                 Some(&keep) => merges.push((v, keep)),
                 None => seen.push(v),
             }

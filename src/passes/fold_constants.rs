@@ -23,7 +23,8 @@ use super::common_subexpression::NONDETERMINISTIC;
 use super::{util, Changed, Pass, PassContext, PassError};
 use crate::analysis::shapes;
 use crate::ir::{
-    AttrValue, Const, DataType, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Tensor, TensorData, ValueId,
+    AttrValue, Const, DataType, Graph, GraphOutput, Model, Node, NodeId, NodeKind, Tensor,
+    TensorData, ValueId,
 };
 use crate::verify::Runner;
 use std::collections::{HashMap, HashSet};
@@ -44,7 +45,11 @@ fn constant_value(n: &Node) -> Option<Tensor> {
     if op.attributes.len() != 1 {
         return None;
     }
-    let bytes_of = |v: &[Vec<u8>]| v.iter().map(|b| bytes::Bytes::from(b.clone())).collect::<Vec<_>>();
+    let bytes_of = |v: &[Vec<u8>]| {
+        v.iter()
+            .map(|b| bytes::Bytes::from(b.clone()))
+            .collect::<Vec<_>>()
+    };
     let _ = bytes_of;
     Some(match (a.name.as_str(), &a.value) {
         ("value", AttrValue::Tensor(t)) => t.clone(),
@@ -84,11 +89,16 @@ fn constants_to_initializers(g: &mut Graph) -> bool {
         .map(|(id, _, _)| id)
         .collect();
     for id in ids {
-        let out = ValueId { node: id, output: 0 };
+        let out = ValueId {
+            node: id,
+            output: 0,
+        };
         if g.uses(out).iter().any(|(_, s)| s.is_none()) {
             continue;
         }
-        let Some(t) = constant_value(g.node(id)) else { continue };
+        let Some(t) = constant_value(g.node(id)) else {
+            continue;
+        };
         let name = g.value(out).name.clone();
         let ty = g.value(out).ty.clone();
         g.value_mut(out).name = format!("{name}__constant_node");
@@ -102,11 +112,17 @@ fn constants_to_initializers(g: &mut Graph) -> bool {
 }
 
 /// Step 2: Shape/Size of statically shaped values → constants.
-fn fold_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut HashSet<String>) -> bool {
+fn fold_shapes(
+    g: &mut Graph,
+    facts: &HashMap<String, shapes::Fact>,
+    names: &mut HashSet<String>,
+) -> bool {
     let mut changed = false;
     let targets: Vec<(NodeId, Vec<i64>, bool, i64, Option<i64>)> = g
         .ops()
-        .filter(|(_, _, op)| op.is_default_domain() && (op.op_type == "Shape" || op.op_type == "Size"))
+        .filter(|(_, _, op)| {
+            op.is_default_domain() && (op.op_type == "Shape" || op.op_type == "Size")
+        })
         .filter_map(|(id, n, op)| {
             let x = n.inputs().first().copied().flatten()?;
             let dims = match g.constant(x) {
@@ -119,7 +135,10 @@ fn fold_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut
         })
         .collect();
     for (id, dims, size, start, end) in targets {
-        let out = ValueId { node: id, output: 0 };
+        let out = ValueId {
+            node: id,
+            output: 0,
+        };
         if g.uses(out).iter().any(|(_, s)| s.is_none()) {
             continue;
         }
@@ -141,22 +160,59 @@ fn fold_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut
 /// Step 2b: with symbolic dims, `Gather` or `Slice` of a `Shape` that picks only known dims is a
 /// constant even though the whole shape is not (e.g. the channel and spatial dims under a
 /// symbolic batch).
-fn fold_partial_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, names: &mut HashSet<String>) -> bool {
+fn fold_partial_shapes(
+    g: &mut Graph,
+    facts: &HashMap<String, shapes::Fact>,
+    names: &mut HashSet<String>,
+) -> bool {
     let mut plans: Vec<(ValueId, Tensor)> = Vec::new();
     for (id, n, op) in g.ops() {
         if op.op_type != "Shape" || !op.is_default_domain() {
             continue;
         }
-        let Some(x) = n.inputs().first().copied().flatten() else { continue };
-        let declared: Option<Vec<Option<i64>>> = g.value(x).ty.as_ref().and_then(|t| t.as_tensor()).and_then(|(_, s)| {
-            s.map(|dims| dims.iter().map(|d| if let crate::ir::Dim::Fixed(v) = d.dim { Some(v) } else { None }).collect())
-        });
-        let Some(partial) = facts.get(&g.value(x).name).and_then(|f| f.partial.clone()).or(declared) else { continue };
+        let Some(x) = n.inputs().first().copied().flatten() else {
+            continue;
+        };
+        let declared: Option<Vec<Option<i64>>> = g
+            .value(x)
+            .ty
+            .as_ref()
+            .and_then(|t| t.as_tensor())
+            .and_then(|(_, s)| {
+                s.map(|dims| {
+                    dims.iter()
+                        .map(|d| {
+                            if let crate::ir::Dim::Fixed(v) = d.dim {
+                                Some(v)
+                            } else {
+                                None
+                            }
+                        })
+                        .collect()
+                })
+            });
+        let Some(partial) = facts
+            .get(&g.value(x).name)
+            .and_then(|f| f.partial.clone())
+            .or(declared)
+        else {
+            continue;
+        };
         let r = partial.len() as i64;
         let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
-        let (s0, e0) = (clamp(util::attr_int(n, "start", 0)), clamp(op.attr("end").and_then(|a| a.as_int()).unwrap_or(r)));
-        let dims: Vec<Option<i64>> = if s0 < e0 { partial[s0..e0].to_vec() } else { vec![] };
-        let out = ValueId { node: id, output: 0 };
+        let (s0, e0) = (
+            clamp(util::attr_int(n, "start", 0)),
+            clamp(op.attr("end").and_then(|a| a.as_int()).unwrap_or(r)),
+        );
+        let dims: Vec<Option<i64>> = if s0 < e0 {
+            partial[s0..e0].to_vec()
+        } else {
+            vec![]
+        };
+        let out = ValueId {
+            node: id,
+            output: 0,
+        };
         for (c, slot) in g.uses(out) {
             if slot != Some(0) {
                 continue;
@@ -173,7 +229,11 @@ fn fold_partial_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, nam
                         .iter()
                         .map(|&i| {
                             let i = if i < 0 { i + len } else { i };
-                            if (0..len).contains(&i) { dims[i as usize] } else { None }
+                            if (0..len).contains(&i) {
+                                dims[i as usize]
+                            } else {
+                                None
+                            }
                         })
                         .collect::<Option<Vec<i64>>>()?;
                     Some((it.dims.clone(), vals))
@@ -197,7 +257,11 @@ fn fold_partial_shapes(g: &mut Graph, facts: &HashMap<String, shapes::Fact>, nam
                     }
                     let norm = |v: i64| (if v < 0 { v + len } else { v }).clamp(0, len) as usize;
                     let (a, b) = (norm(starts[0]), norm(ends[0]));
-                    let vals: Vec<i64> = if a < b { dims[a..b].iter().copied().collect::<Option<Vec<_>>>()? } else { vec![] };
+                    let vals: Vec<i64> = if a < b {
+                        dims[a..b].iter().copied().collect::<Option<Vec<_>>>()?
+                    } else {
+                        vec![]
+                    };
                     Some((vec![vals.len() as i64], vals))
                 })(),
                 _ => None,
@@ -234,10 +298,23 @@ fn inline_constant_ifs(g: &mut Graph, names: &mut HashSet<String>) -> bool {
     let mut changed = false;
     for (id, cond) in ifs {
         let attr = if cond { "then_branch" } else { "else_branch" };
-        let Some(branch) = g.node(id).op().and_then(|op| op.attr(attr)).and_then(|a| a.graphs().next().cloned()) else { continue };
-        let outer: HashMap<String, ValueId> =
-            g.node(id).implicit_inputs().iter().map(|v| (g.value(*v).name.clone(), *v)).collect();
-        let Ok(order) = branch.topo_order() else { continue };
+        let Some(branch) = g
+            .node(id)
+            .op()
+            .and_then(|op| op.attr(attr))
+            .and_then(|a| a.graphs().next().cloned())
+        else {
+            continue;
+        };
+        let outer: HashMap<String, ValueId> = g
+            .node(id)
+            .implicit_inputs()
+            .iter()
+            .map(|v| (g.value(*v).name.clone(), *v))
+            .collect();
+        let Ok(order) = branch.topo_order() else {
+            continue;
+        };
         let resolvable = order.iter().all(|&b| match &branch.node(b).kind {
             NodeKind::Capture => outer.contains_key(&branch.node(b).outputs[0].name),
             NodeKind::Input { .. } => false,
@@ -254,7 +331,8 @@ fn inline_constant_ifs(g: &mut Graph, names: &mut HashSet<String>) -> bool {
                 map.insert(ValueId { node: b, output: 0 }, outer[&bn.outputs[0].name]);
                 continue;
             }
-            let inputs: Vec<Option<ValueId>> = bn.inputs().iter().map(|v| v.map(|v| map[&v])).collect();
+            let inputs: Vec<Option<ValueId>> =
+                bn.inputs().iter().map(|v| v.map(|v| map[&v])).collect();
             let mut node = Node::new(bn.name.clone(), bn.kind.clone(), inputs, bn.outputs.clone());
             node.doc_string = bn.doc_string.clone();
             node.metadata_props = bn.metadata_props.clone();
@@ -265,23 +343,43 @@ fn inline_constant_ifs(g: &mut Graph, names: &mut HashSet<String>) -> bool {
             }
             copied.insert(nid);
             for k in 0..bn.outputs.len() {
-                map.insert(ValueId { node: b, output: k }, ValueId { node: nid, output: k });
+                map.insert(
+                    ValueId { node: b, output: k },
+                    ValueId {
+                        node: nid,
+                        output: k,
+                    },
+                );
             }
         }
         for (k, bo) in branch.outputs.iter().enumerate() {
             let src = map[&bo.value];
-            let if_out = ValueId { node: id, output: k };
+            let if_out = ValueId {
+                node: id,
+                output: k,
+            };
             let if_name = g.value(if_out).name.clone();
             let if_ty = g.value(if_out).ty.clone();
             g.value_mut(if_out).name = util::fresh_name(names, &format!("{if_name}__inlined"));
-            let target = if copied.contains(&src.node) && matches!(g.node(src.node).kind, NodeKind::Op(_)) && !g.is_graph_output(src) {
+            let target = if copied.contains(&src.node)
+                && matches!(g.node(src.node).kind, NodeKind::Op(_))
+                && !g.is_graph_output(src)
+            {
                 g.value_mut(src).name = if_name;
                 src
             } else {
                 let mut v = crate::ir::Value::named(if_name);
                 v.ty = if_ty.clone();
-                let nid = g.add_node(Node::new(String::new(), NodeKind::Op(crate::ir::Op::new("Identity")), vec![Some(src)], vec![v]));
-                ValueId { node: nid, output: 0 }
+                let nid = g.add_node(Node::new(
+                    String::new(),
+                    NodeKind::Op(crate::ir::Op::new("Identity")),
+                    vec![Some(src)],
+                    vec![v],
+                ));
+                ValueId {
+                    node: nid,
+                    output: 0,
+                }
             };
             if g.value(target).ty.is_none() {
                 g.value_mut(target).ty = if_ty;
@@ -297,7 +395,9 @@ fn inline_constant_ifs(g: &mut Graph, names: &mut HashSet<String>) -> bool {
 
 /// The foldable operator nodes, in topological order.
 fn region(g: &Graph, excluded: &HashSet<NodeId>) -> Vec<NodeId> {
-    let Ok(order) = g.topo_order() else { return vec![] };
+    let Ok(order) = g.topo_order() else {
+        return vec![];
+    };
     let mut foldable: HashSet<NodeId> = HashSet::new();
     let mut out = Vec::new();
     for id in order {
@@ -312,7 +412,11 @@ fn region(g: &Graph, excluded: &HashSet<NodeId>) -> Vec<NodeId> {
         {
             continue;
         }
-        let all_const = n.inputs().iter().flatten().all(|v| foldable.contains(&v.node) || is_const(g, *v));
+        let all_const = n
+            .inputs()
+            .iter()
+            .flatten()
+            .all(|v| foldable.contains(&v.node) || is_const(g, *v));
         if all_const {
             foldable.insert(id);
             out.push(id);
@@ -331,30 +435,66 @@ fn region_model(model: &Model, nodes: &[NodeId], boundary: &[ValueId]) -> Model 
             return m;
         }
         let src = g.node(v.node);
-        let mut n = Node::new(src.name.clone(), src.kind.clone(), vec![], src.outputs.clone());
+        let mut n = Node::new(
+            src.name.clone(),
+            src.kind.clone(),
+            vec![],
+            src.outputs.clone(),
+        );
         if let NodeKind::Op(_) = src.kind {
             // A Constant op: copy as is.
         }
         n.outputs.iter_mut().for_each(|o| o.ty = None);
         let id = sub.add_node(n);
         for k in 0..src.outputs.len() {
-            map.insert(ValueId { node: v.node, output: k }, ValueId { node: id, output: k });
+            map.insert(
+                ValueId {
+                    node: v.node,
+                    output: k,
+                },
+                ValueId {
+                    node: id,
+                    output: k,
+                },
+            );
         }
         map[&v]
     };
     for &id in nodes {
         let src = g.node(id);
-        let inputs: Vec<Option<ValueId>> =
-            src.inputs().iter().map(|v| v.map(|v| import(&mut sub, &mut map, v))).collect();
-        let mut n = Node::new(src.name.clone(), src.kind.clone(), inputs, src.outputs.clone());
+        let inputs: Vec<Option<ValueId>> = src
+            .inputs()
+            .iter()
+            .map(|v| v.map(|v| import(&mut sub, &mut map, v)))
+            .collect();
+        let mut n = Node::new(
+            src.name.clone(),
+            src.kind.clone(),
+            inputs,
+            src.outputs.clone(),
+        );
         n.outputs.iter_mut().for_each(|o| o.ty = None);
         let nid = sub.add_node(n);
         for k in 0..src.outputs.len() {
-            map.insert(ValueId { node: id, output: k }, ValueId { node: nid, output: k });
+            map.insert(
+                ValueId {
+                    node: id,
+                    output: k,
+                },
+                ValueId {
+                    node: nid,
+                    output: k,
+                },
+            );
         }
     }
     for v in boundary {
-        sub.outputs.push(GraphOutput { value: map[v], ty: None, doc_string: String::new(), metadata_props: vec![] });
+        sub.outputs.push(GraphOutput {
+            value: map[v],
+            ty: None,
+            doc_string: String::new(),
+            metadata_props: vec![],
+        });
     }
     Model {
         ir_version: model.ir_version.max(7),
@@ -364,7 +504,11 @@ fn region_model(model: &Model, nodes: &[NodeId], boundary: &[ValueId]) -> Model 
     }
 }
 
-fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<String>) -> Result<bool, PassError> {
+fn fold_regions(
+    model: &mut Model,
+    cx: &mut PassContext,
+    names: &mut HashSet<String>,
+) -> Result<bool, PassError> {
     let mut excluded: HashSet<NodeId> = HashSet::new();
     for _ in 0..=MAX_RETRIES {
         let g = &model.graph;
@@ -376,11 +520,17 @@ fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<Str
         let mut boundary = Vec::new();
         for &id in &nodes {
             for k in 0..g.node(id).outputs.len() {
-                let v = ValueId { node: id, output: k };
+                let v = ValueId {
+                    node: id,
+                    output: k,
+                };
                 if g.value(v).name.is_empty() {
                     continue;
                 }
-                let external_use = g.is_graph_output(v) || g.uses(v).iter().any(|(c, slot)| slot.is_none() || !set.contains(c));
+                let external_use = g.is_graph_output(v)
+                    || g.uses(v)
+                        .iter()
+                        .any(|(c, slot)| slot.is_none() || !set.contains(c));
                 if external_use {
                     boundary.push(v);
                 }
@@ -399,16 +549,25 @@ fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<Str
                 let culprit = nodes.iter().copied().find(|&id| {
                     let n = g.node(id);
                     (!n.name.is_empty() && msg.contains(&format!("'{}'", n.name)))
-                        || n.outputs.iter().any(|o| !o.name.is_empty() && msg.contains(&format!("\"{}\"", o.name)))
+                        || n.outputs
+                            .iter()
+                            .any(|o| !o.name.is_empty() && msg.contains(&format!("\"{}\"", o.name)))
                 });
                 match culprit {
                     Some(id) => {
-                        cx.skip(format!("{} '{}': tract cannot evaluate it ({msg})", g.node(id).op_type(), g.node(id).display_name()));
+                        cx.skip(format!(
+                            "{} '{}': tract cannot evaluate it ({msg})",
+                            g.node(id).op_type(),
+                            g.node(id).display_name()
+                        ));
                         excluded.insert(id);
                         continue;
                     }
                     None => {
-                        cx.skip(format!("constant region of {} nodes not folded: {msg}", nodes.len()));
+                        cx.skip(format!(
+                            "constant region of {} nodes not folded: {msg}",
+                            nodes.len()
+                        ));
                         return Ok(false);
                     }
                 }
@@ -419,14 +578,29 @@ fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<Str
         let mut leaves: HashSet<NodeId> = HashSet::new();
         for &id in &nodes {
             for v in g.node(id).inputs().iter().flatten() {
-                if !set.contains(&v.node) && leaves.insert(v.node) && g.uses(*v).iter().all(|(c, s)| s.is_some() && set.contains(c)) && !g.is_graph_output(*v) {
+                if !set.contains(&v.node)
+                    && leaves.insert(v.node)
+                    && g.uses(*v)
+                        .iter()
+                        .all(|(c, s)| s.is_some() && set.contains(c))
+                    && !g.is_graph_output(*v)
+                {
                     freed += g.constant(*v).map(|t| t.byte_size()).unwrap_or(0);
                 }
             }
         }
         let declared: Vec<(String, Option<DataType>)> = boundary
             .iter()
-            .map(|v| (g.value(*v).name.clone(), g.value(*v).ty.as_ref().and_then(|t| t.as_tensor()).map(|(d, _)| d)))
+            .map(|v| {
+                (
+                    g.value(*v).name.clone(),
+                    g.value(*v)
+                        .ty
+                        .as_ref()
+                        .and_then(|t| t.as_tensor())
+                        .map(|(d, _)| d),
+                )
+            })
             .collect();
         // A value over the size guard stays computed at run time, but its own inputs may still
         // fold (a ConstantOfShape keeps a folded shape): leave its producer out and retry.
@@ -448,7 +622,11 @@ fn fold_regions(model: &mut Model, cx: &mut PassContext, names: &mut HashSet<Str
         let mut changed = false;
         for ((v, t), (vname, declared)) in boundary.iter().zip(values).zip(declared) {
             if declared.is_some_and(|d| d != t.dtype) {
-                cx.skip(format!("'{vname}': tract computed {} where the model declares {}", t.dtype, declared.unwrap()));
+                cx.skip(format!(
+                    "'{vname}': tract computed {} where the model declares {}",
+                    t.dtype,
+                    declared.unwrap()
+                ));
                 continue;
             }
             util::replace_with_constant(&mut model.graph, names, *v, t);
@@ -469,7 +647,11 @@ impl Pass for FoldConstants {
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let mut changed = constants_to_initializers(&mut model.graph);
         let mut names = util::all_names(&model.graph);
-        if model.graph.ops().any(|(_, _, op)| op.op_type == "Shape" || op.op_type == "Size") {
+        if model
+            .graph
+            .ops()
+            .any(|(_, _, op)| op.op_type == "Shape" || op.op_type == "Size")
+        {
             let facts = cx.facts(model);
             changed |= fold_shapes(&mut model.graph, &facts, &mut names);
             changed |= fold_partial_shapes(&mut model.graph, &facts, &mut names);

@@ -32,32 +32,56 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
         return Err("training mode".into());
     }
     if (1..n.outputs.len()).any(|k| {
-        let v = ValueId { node: bn, output: k };
+        let v = ValueId {
+            node: bn,
+            output: k,
+        };
         !g.uses(v).is_empty() || g.is_graph_output(v)
     }) {
         return Err("running statistics outputs are used".into());
     }
-    if g.uses(ValueId { node: bn, output: 0 }).iter().any(|(_, s)| s.is_none()) {
+    if g.uses(ValueId {
+        node: bn,
+        output: 0,
+    })
+    .iter()
+    .any(|(_, s)| s.is_none())
+    {
         return Err("output is read by name inside a subgraph".into());
     }
     let x = ins.first().copied().flatten().ok_or("no input")?;
     let p = x.node;
     let pn = g.node(p);
     let pop = pn.op().ok_or("input is not produced by an operator")?;
-    if !pop.is_default_domain() || !matches!(pop.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm") {
-        return Err(format!("input comes from {}, not Conv/ConvTranspose/Gemm", pop.op_type));
+    if !pop.is_default_domain()
+        || !matches!(pop.op_type.as_str(), "Conv" | "ConvTranspose" | "Gemm")
+    {
+        return Err(format!(
+            "input comes from {}, not Conv/ConvTranspose/Gemm",
+            pop.op_type
+        ));
     }
     if util::single_use(g, x) != Some((bn, 0)) {
-        return Err(format!("{} output is used elsewhere or is a graph output", pop.op_type));
+        return Err(format!(
+            "{} output is used elsewhere or is a graph output",
+            pop.op_type
+        ));
     }
-    let param = |k: usize| util::const_f32(g, ins.get(k).copied().flatten()).ok_or(format!("parameter {k} is not a constant float tensor"));
+    let param = |k: usize| {
+        util::const_f32(g, ins.get(k).copied().flatten())
+            .ok_or(format!("parameter {k} is not a constant float tensor"))
+    };
     let (gamma, beta, mean, var) = (param(1)?.1, param(2)?.1, param(3)?.1, param(4)?.1);
     let eps = util::attr_float(n, "epsilon", DEFAULT_EPSILON);
     let m = gamma.len();
     if [beta.len(), mean.len(), var.len()].iter().any(|&l| l != m) {
         return Err("parameters differ in length".into());
     }
-    let s: Vec<f32> = gamma.iter().zip(&var).map(|(g, v)| g / (v + eps).sqrt()).collect();
+    let s: Vec<f32> = gamma
+        .iter()
+        .zip(&var)
+        .map(|(g, v)| g / (v + eps).sqrt())
+        .collect();
 
     let wv = pn.inputs().get(1).copied().flatten().ok_or("no weight")?;
     if !util::exclusive_initializer(g, wv, p) {
@@ -82,7 +106,10 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
     match pop.op_type.as_str() {
         "Conv" => {
             if wdims.first() != Some(&(m as i64)) {
-                return Err(format!("weight has {:?} output channels, BN has {m}", wdims.first()));
+                return Err(format!(
+                    "weight has {:?} output channels, BN has {m}",
+                    wdims.first()
+                ));
             }
             let per = w.len() / m;
             for (c, chunk) in w.chunks_mut(per).enumerate() {
@@ -92,7 +119,9 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
         "ConvTranspose" => {
             let group = util::attr_int(pn, "group", 1).max(1) as usize;
             if wdims.len() < 2 || (wdims[1] as usize) * group != m {
-                return Err(format!("weight {wdims:?} with group {group} does not give {m} output channels"));
+                return Err(format!(
+                    "weight {wdims:?} with group {group} does not give {m} output channels"
+                ));
             }
             let (cin, mpg) = (wdims[0] as usize, wdims[1] as usize);
             let k: usize = wdims[2..].iter().product::<i64>() as usize;
@@ -107,7 +136,8 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
         }
         _ => {
             // Gemm
-            if util::attr_float(pn, "alpha", 1.0) != 1.0 || util::attr_float(pn, "beta", 1.0) != 1.0 {
+            if util::attr_float(pn, "alpha", 1.0) != 1.0 || util::attr_float(pn, "beta", 1.0) != 1.0
+            {
                 return Err("Gemm alpha or beta is not 1".into());
             }
             let trans_b = util::attr_int(pn, "transB", 0) == 1;
@@ -127,7 +157,11 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
         }
     }
     let new_b: Vec<f32> = (0..m).map(|c| (b[c] - mean[c]) * s[c] + beta[c]).collect();
-    Ok(Plan { producer: p, weight: Tensor::from_f32(wdims, &w), bias: Tensor::from_f32(vec![m as i64], &new_b) })
+    Ok(Plan {
+        producer: p,
+        weight: Tensor::from_f32(wdims, &w),
+        bias: Tensor::from_f32(vec![m as i64], &new_b),
+    })
 }
 
 impl Pass for FuseBatchNorm {
@@ -146,11 +180,24 @@ impl Pass for FuseBatchNorm {
                 .collect();
             for bn in bns {
                 match try_match(g, bn) {
-                    Err(why) => cx.skip(format!("BatchNormalization '{}': {why}", g.node(bn).display_name())),
+                    Err(why) => cx.skip(format!(
+                        "BatchNormalization '{}': {why}",
+                        g.node(bn).display_name()
+                    )),
                     Ok(plan) => {
-                        let out = ValueId { node: plan.producer, output: 0 };
+                        let out = ValueId {
+                            node: plan.producer,
+                            output: 0,
+                        };
                         let base = format!("{}_fused_bias", g.value(out).name);
-                        util::set_const_input(g, &mut names, plan.producer, 1, plan.weight, "unused");
+                        util::set_const_input(
+                            g,
+                            &mut names,
+                            plan.producer,
+                            1,
+                            plan.weight,
+                            "unused",
+                        );
                         util::set_const_input(g, &mut names, plan.producer, 2, plan.bias, &base);
                         // Only the first output is used (checked), so the BN can go.
                         changed |= util::absorb(g, &mut names, out, bn);

@@ -21,22 +21,41 @@ fn try_match(g: &Graph, conv: NodeId, opset: i64) -> Result<(NodeId, ValueId, Ve
     if util::single_use(g, x) != Some((conv, 0)) {
         return Err("Pad output is used elsewhere or is a graph output".into());
     }
-    let auto_pad = cn.op().and_then(|o| o.attr("auto_pad")).and_then(|a| if let AttrValue::String(s) = &a.value { Some(s.clone()) } else { None });
+    let auto_pad = cn.op().and_then(|o| o.attr("auto_pad")).and_then(|a| {
+        if let AttrValue::String(s) = &a.value {
+            Some(s.clone())
+        } else {
+            None
+        }
+    });
     if auto_pad.is_some_and(|s| &s[..] != b"NOTSET") {
         return Err("Conv uses auto_pad".into());
     }
-    let mode = pn.op().and_then(|o| o.attr("mode")).and_then(|a| if let AttrValue::String(s) = &a.value { Some(s.clone()) } else { None });
+    let mode = pn.op().and_then(|o| o.attr("mode")).and_then(|a| {
+        if let AttrValue::String(s) = &a.value {
+            Some(s.clone())
+        } else {
+            None
+        }
+    });
     if mode.is_some_and(|m| &m[..] != b"constant") {
         return Err("Pad mode is not constant".into());
     }
     let ins = pn.inputs();
     let (pads, value_zero) = if opset < 11 {
-        (util::attr_ints(pn, "pads").ok_or("no pads")?, util::attr_float(pn, "value", 0.0) == 0.0)
+        (
+            util::attr_ints(pn, "pads").ok_or("no pads")?,
+            util::attr_float(pn, "value", 0.0) == 0.0,
+        )
     } else {
-        let pads = util::const_i64(g, ins.get(1).copied().flatten()).ok_or("pads are not constant")?;
+        let pads =
+            util::const_i64(g, ins.get(1).copied().flatten()).ok_or("pads are not constant")?;
         let value_zero = match ins.get(2).copied().flatten() {
             None => true,
-            Some(v) => g.constant(v).and_then(|t| t.to_f32_vec()).is_some_and(|v| v.iter().all(|&x| x == 0.0)),
+            Some(v) => g
+                .constant(v)
+                .and_then(|t| t.to_f32_vec())
+                .is_some_and(|v| v.iter().all(|&x| x == 0.0)),
         };
         if ins.get(3).copied().flatten().is_some() {
             return Err("Pad has explicit axes".into());
@@ -47,8 +66,16 @@ fn try_match(g: &Graph, conv: NodeId, opset: i64) -> Result<(NodeId, ValueId, Ve
         return Err("Pad value is not 0".into());
     }
     let rank = pads.len() / 2;
-    if rank < 3 || pads.iter().any(|&p| p < 0) || pads[0] != 0 || pads[1] != 0 || pads[rank] != 0 || pads[rank + 1] != 0 {
-        return Err(format!("pads {pads:?} are negative or touch batch/channel axes"));
+    if rank < 3
+        || pads.iter().any(|&p| p < 0)
+        || pads[0] != 0
+        || pads[1] != 0
+        || pads[rank] != 0
+        || pads[rank + 1] != 0
+    {
+        return Err(format!(
+            "pads {pads:?} are negative or touch batch/channel axes"
+        ));
     }
     let spatial = rank - 2;
     let mut conv_pads = util::attr_ints(cn, "pads").unwrap_or_else(|| vec![0; 2 * spatial]);
@@ -72,7 +99,11 @@ impl Pass for FusePad {
         let opset = model.opset("").unwrap_or(1);
         util::each_graph_of(model, &mut |g| {
             let mut changed = false;
-            let convs: Vec<NodeId> = g.ops().filter(|(_, _, op)| op.op_type == "Conv" && op.is_default_domain()).map(|(id, _, _)| id).collect();
+            let convs: Vec<NodeId> = g
+                .ops()
+                .filter(|(_, _, op)| op.op_type == "Conv" && op.is_default_domain())
+                .map(|(id, _, _)| id)
+                .collect();
             for conv in convs {
                 match try_match(g, conv, opset) {
                     Err(why) => {
@@ -83,8 +114,10 @@ impl Pass for FusePad {
                     Ok((pad, src, pads)) => {
                         g.set_input(conv, 0, Some(src));
                         if let Some(op) = g.node_mut(conv).op_mut() {
-                            op.attributes.retain(|a| a.name != "pads" && a.name != "auto_pad");
-                            op.attributes.push(Attribute::new("pads", AttrValue::Ints(pads)));
+                            op.attributes
+                                .retain(|a| a.name != "pads" && a.name != "auto_pad");
+                            op.attributes
+                                .push(Attribute::new("pads", AttrValue::Ints(pads)));
                         }
                         let _ = g.remove_node(pad);
                         changed = true;

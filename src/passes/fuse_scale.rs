@@ -40,10 +40,17 @@ fn try_match(g: &Graph, mul: NodeId) -> Result<Plan, String> {
     let (m, scale_of): (usize, Box<dyn Fn(usize) -> f32>) = if pop.op_type == "Conv" {
         let m = wdims[0] as usize;
         let spatial = wdims.len().saturating_sub(2);
-        let per_channel = (cdims.len() == spatial + 1 && cdims[0] as usize == m && cdims[1..].iter().all(|&d| d == 1))
-            || (cdims.len() == spatial + 2 && cdims[0] == 1 && cdims[1] as usize == m && cdims[2..].iter().all(|&d| d == 1));
+        let per_channel = (cdims.len() == spatial + 1
+            && cdims[0] as usize == m
+            && cdims[1..].iter().all(|&d| d == 1))
+            || (cdims.len() == spatial + 2
+                && cdims[0] == 1
+                && cdims[1] as usize == m
+                && cdims[2..].iter().all(|&d| d == 1));
         if !scalar && !per_channel {
-            return Err(format!("constant {cdims:?} is not a scalar or one value per output channel"));
+            return Err(format!(
+                "constant {cdims:?} is not a scalar or one value per output channel"
+            ));
         }
         let per = w.len() / m.max(1);
         let cv2 = cv.clone();
@@ -59,7 +66,8 @@ fn try_match(g: &Graph, mul: NodeId) -> Result<Plan, String> {
         let trans_b = util::attr_int(pn, "transB", 0) == 1;
         let (rows, cols) = (wdims[0] as usize, wdims[1] as usize);
         let n_out = if trans_b { rows } else { cols };
-        let per_channel = (cdims.len() == 1 && cdims[0] as usize == n_out) || (cdims.len() == 2 && cdims[0] == 1 && cdims[1] as usize == n_out);
+        let per_channel = (cdims.len() == 1 && cdims[0] as usize == n_out)
+            || (cdims.len() == 2 && cdims[0] == 1 && cdims[1] as usize == n_out);
         if !scalar && !per_channel {
             return Err(format!("constant {cdims:?} is not a scalar or [N]"));
         }
@@ -77,10 +85,20 @@ fn try_match(g: &Graph, mul: NodeId) -> Result<Plan, String> {
             if b.len() != m {
                 return Err(format!("bias {bd:?} is not one value per output"));
             }
-            Some(Tensor::from_f32(vec![m as i64], &b.iter().enumerate().map(|(k, x)| x * scale_of(k)).collect::<Vec<_>>()))
+            Some(Tensor::from_f32(
+                vec![m as i64],
+                &b.iter()
+                    .enumerate()
+                    .map(|(k, x)| x * scale_of(k))
+                    .collect::<Vec<_>>(),
+            ))
         }
     };
-    Ok(Plan { producer: p.node, weight: Tensor::from_f32(wdims, &w), bias })
+    Ok(Plan {
+        producer: p.node,
+        weight: Tensor::from_f32(wdims, &w),
+        bias,
+    })
 }
 
 impl Pass for FuseScale {
@@ -92,7 +110,11 @@ impl Pass for FuseScale {
         util::each_graph_of(model, &mut |g| {
             let mut changed = false;
             let mut names = util::all_names(g);
-            let muls: Vec<NodeId> = g.ops().filter(|(_, _, op)| op.op_type == "Mul" && op.is_default_domain()).map(|(id, _, _)| id).collect();
+            let muls: Vec<NodeId> = g
+                .ops()
+                .filter(|(_, _, op)| op.op_type == "Mul" && op.is_default_domain())
+                .map(|(id, _, _)| id)
+                .collect();
             for mul in muls {
                 if !g.contains(mul) {
                     continue;
@@ -104,11 +126,26 @@ impl Pass for FuseScale {
                         }
                     }
                     Ok(plan) => {
-                        util::set_const_input(g, &mut names, plan.producer, 1, plan.weight, "unused");
+                        util::set_const_input(
+                            g,
+                            &mut names,
+                            plan.producer,
+                            1,
+                            plan.weight,
+                            "unused",
+                        );
                         if let Some(b) = plan.bias {
                             util::set_const_input(g, &mut names, plan.producer, 2, b, "unused");
                         }
-                        changed |= util::absorb(g, &mut names, ValueId { node: plan.producer, output: 0 }, mul);
+                        changed |= util::absorb(
+                            g,
+                            &mut names,
+                            ValueId {
+                                node: plan.producer,
+                                output: 0,
+                            },
+                            mul,
+                        );
                     }
                 }
             }

@@ -22,7 +22,11 @@ fn params(g: &Graph, id: NodeId) -> Option<[Vec<i64>; 4]> {
         Some(s) => util::const_i64(g, Some(s))?,
         None => vec![1; starts.len()],
     };
-    if [ends.len(), axes.len(), steps.len()].iter().any(|&l| l != starts.len()) || axes.iter().any(|&a| a < 0) {
+    if [ends.len(), axes.len(), steps.len()]
+        .iter()
+        .any(|&l| l != starts.len())
+        || axes.iter().any(|&a| a < 0)
+    {
         return None;
     }
     Some([starts, ends, axes, steps])
@@ -40,21 +44,33 @@ impl Pass for FuseSlices {
         util::each_graph_of(model, &mut |g| {
             let mut changed = false;
             let mut names = util::all_names(g);
-            let Ok(order) = g.topo_order() else { return Ok(false) };
+            let Ok(order) = g.topo_order() else {
+                return Ok(false);
+            };
             for outer in order {
-                if !g.contains(outer) || g.node(outer).op().map(|o| o.op_type.as_str()) != Some("Slice") {
+                if !g.contains(outer)
+                    || g.node(outer).op().map(|o| o.op_type.as_str()) != Some("Slice")
+                {
                     continue;
                 }
-                let Some(mid) = g.node(outer).inputs().first().copied().flatten() else { continue };
+                let Some(mid) = g.node(outer).inputs().first().copied().flatten() else {
+                    continue;
+                };
                 let inner = mid.node;
-                if g.node(inner).op().map(|o| o.op_type.as_str()) != Some("Slice") || util::single_use(g, mid) != Some((outer, 0)) {
+                if g.node(inner).op().map(|o| o.op_type.as_str()) != Some("Slice")
+                    || util::single_use(g, mid) != Some((outer, 0))
+                {
                     continue;
                 }
-                let (Some(p1), Some(p2)) = (params(g, inner), params(g, outer)) else { continue };
+                let (Some(p1), Some(p2)) = (params(g, inner), params(g, outer)) else {
+                    continue;
+                };
                 if p1[2].iter().any(|a| p2[2].contains(a)) {
                     continue;
                 }
-                let Some(x) = g.node(inner).inputs().first().copied().flatten() else { continue };
+                let Some(x) = g.node(inner).inputs().first().copied().flatten() else {
+                    continue;
+                };
                 let base = g.node(outer).display_name().to_string();
                 let merged: Vec<ValueId> = (0..4)
                     .map(|k| {
@@ -64,7 +80,16 @@ impl Pass for FuseSlices {
                         util::add_initializer(g, &name, Tensor::from_i64(vec![v.len() as i64], &v))
                     })
                     .collect();
-                g.set_inputs(outer, vec![Some(x), Some(merged[0]), Some(merged[1]), Some(merged[2]), Some(merged[3])]);
+                g.set_inputs(
+                    outer,
+                    vec![
+                        Some(x),
+                        Some(merged[0]),
+                        Some(merged[1]),
+                        Some(merged[2]),
+                        Some(merged[3]),
+                    ],
+                );
                 util::remove_dead(g);
                 changed = true;
             }

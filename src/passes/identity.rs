@@ -50,7 +50,12 @@ fn axes(g: &Graph, id: NodeId) -> Option<Vec<i64>> {
 }
 
 /// Whether node `id` returns its first input unchanged; the value it passes through.
-fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64) -> Option<ValueId> {
+fn passthrough(
+    g: &Graph,
+    id: NodeId,
+    facts: &HashMap<String, Fact>,
+    opset: i64,
+) -> Option<ValueId> {
     let n = g.node(id);
     let op = n.op()?;
     if !op.is_default_domain() || n.subgraphs().next().is_some() {
@@ -58,7 +63,10 @@ fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64)
     }
     let x = n.inputs().first().copied().flatten()?;
     let used = |k: usize| {
-        let v = ValueId { node: id, output: k };
+        let v = ValueId {
+            node: id,
+            output: k,
+        };
         !g.uses(v).is_empty() || g.is_graph_output(v)
     };
     let ins = n.inputs();
@@ -72,7 +80,9 @@ fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64)
             };
             inference && (n.outputs.len() < 2 || !used(1))
         }
-        "Cast" => fact_dtype(g, facts, x).is_some_and(|dt| dt.0 as i64 == util::attr_int(n, "to", -1)),
+        "Cast" => {
+            fact_dtype(g, facts, x).is_some_and(|dt| dt.0 as i64 == util::attr_int(n, "to", -1))
+        }
         "Transpose" => {
             let perm = util::attr_ints(n, "perm");
             match perm {
@@ -81,13 +91,27 @@ fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64)
             }
         }
         "Pad" => {
-            let pads = if opset < 11 { util::attr_ints(n, "pads") } else { util::const_i64(g, ins.get(1).copied().flatten()) };
+            let pads = if opset < 11 {
+                util::attr_ints(n, "pads")
+            } else {
+                util::const_i64(g, ins.get(1).copied().flatten())
+            };
             pads.is_some_and(|p| p.iter().all(|&v| v == 0))
         }
         "Concat" => ins.len() == 1,
         "Split" => n.outputs.len() == 1,
         "Reshape" | "Expand" => {
-            let (Some(a), Some(b)) = (fact_dims(g, facts, x), fact_dims(g, facts, ValueId { node: id, output: 0 })) else {
+            let (Some(a), Some(b)) = (
+                fact_dims(g, facts, x),
+                fact_dims(
+                    g,
+                    facts,
+                    ValueId {
+                        node: id,
+                        output: 0,
+                    },
+                ),
+            ) else {
                 return None;
             };
             a == b
@@ -110,24 +134,47 @@ fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64)
             };
             let rank = dims.len() as i64;
             steps_ok
-                && axes.iter().zip(starts.iter().zip(&ends)).all(|(&a, (&s, &e))| {
-                    let a = if a < 0 { a + rank } else { a };
-                    (0..rank).contains(&a) && s == 0 && e >= dims[a as usize]
-                })
+                && axes
+                    .iter()
+                    .zip(starts.iter().zip(&ends))
+                    .all(|(&a, (&s, &e))| {
+                        let a = if a < 0 { a + rank } else { a };
+                        (0..rank).contains(&a) && s == 0 && e >= dims[a as usize]
+                    })
         }
         "Unsqueeze" | "Squeeze" => {
             let inner = x.node;
-            let other = if op.op_type == "Unsqueeze" { "Squeeze" } else { "Unsqueeze" };
+            let other = if op.op_type == "Unsqueeze" {
+                "Squeeze"
+            } else {
+                "Unsqueeze"
+            };
             if g.node(inner).op().map(|o| o.op_type.as_str()) != Some(other) {
                 return None;
             }
-            let (Some(a), Some(b)) = (axes(g, id), axes(g, inner)) else { return None };
+            let (Some(a), Some(b)) = (axes(g, id), axes(g, inner)) else {
+                return None;
+            };
             // Axes of both are relative to the same rank (that of the Squeeze input or Unsqueeze
             // output); compare them normalised.
-            let rank = fact_dims(g, facts, if op.op_type == "Unsqueeze" { ValueId { node: id, output: 0 } } else { x })
-                .map(|d| d.len() as i64);
+            let rank = fact_dims(
+                g,
+                facts,
+                if op.op_type == "Unsqueeze" {
+                    ValueId {
+                        node: id,
+                        output: 0,
+                    }
+                } else {
+                    x
+                },
+            )
+            .map(|d| d.len() as i64);
             let norm = |v: Vec<i64>| -> Option<Vec<i64>> {
-                let mut v: Vec<i64> = v.into_iter().map(|a| if a < 0 { rank.map(|r| a + r) } else { Some(a) }).collect::<Option<_>>()?;
+                let mut v: Vec<i64> = v
+                    .into_iter()
+                    .map(|a| if a < 0 { rank.map(|r| a + r) } else { Some(a) })
+                    .collect::<Option<_>>()?;
                 v.sort();
                 Some(v)
             };
@@ -135,34 +182,58 @@ fn passthrough(g: &Graph, id: NodeId, facts: &HashMap<String, Fact>, opset: i64)
                 return None;
             }
             // Unsqueeze(Squeeze(y)) → y, Squeeze(Unsqueeze(y)) → y: pass through the inner input.
-            return g.node(inner).inputs().first().copied().flatten().filter(|_| n.outputs.len() == 1);
+            return g
+                .node(inner)
+                .inputs()
+                .first()
+                .copied()
+                .flatten()
+                .filter(|_| n.outputs.len() == 1);
         }
         _ => false,
     };
     ok.then_some(x)
 }
 
-fn run_graph(g: &mut Graph, facts: &HashMap<String, Fact>, opset: i64, cx: &mut PassContext) -> bool {
+fn run_graph(
+    g: &mut Graph,
+    facts: &HashMap<String, Fact>,
+    opset: i64,
+    cx: &mut PassContext,
+) -> bool {
     let mut changed = false;
-    let Ok(order) = g.topo_order() else { return false };
+    let Ok(order) = g.topo_order() else {
+        return false;
+    };
     let mut names = util::all_names(g);
     for id in order {
         if !g.contains(id) {
             continue;
         }
-        let Some(x) = passthrough(g, id, facts, opset) else { continue };
-        let out = ValueId { node: id, output: 0 };
+        let Some(x) = passthrough(g, id, facts, opset) else {
+            continue;
+        };
+        let out = ValueId {
+            node: id,
+            output: 0,
+        };
         let label = format!("{} '{}'", g.node(id).op_type(), g.node(id).display_name());
         if g.uses(out).iter().any(|(_, slot)| slot.is_none()) {
-            cx.skip(format!("{label}: its output is read by name inside a subgraph"));
+            cx.skip(format!(
+                "{label}: its output is read by name inside a subgraph"
+            ));
             continue;
         }
         if g.is_graph_output(out) {
-            let producer_ok = matches!(g.node(x.node).kind, NodeKind::Op(_) | NodeKind::Initializer(_))
-                && !g.is_graph_output(x)
+            let producer_ok = matches!(
+                g.node(x.node).kind,
+                NodeKind::Op(_) | NodeKind::Initializer(_)
+            ) && !g.is_graph_output(x)
                 && g.uses(x).iter().all(|(_, slot)| slot.is_some());
             if !producer_ok {
-                cx.skip(format!("{label}: output is a graph output and its input cannot take over the name"));
+                cx.skip(format!(
+                    "{label}: output is a graph output and its input cannot take over the name"
+                ));
                 continue;
             }
             let name = g.value(out).name.clone();
@@ -181,7 +252,10 @@ fn run_graph(g: &mut Graph, facts: &HashMap<String, Fact>, opset: i64, cx: &mut 
         }
         if let Some(inner) = inner {
             if inner != x && matches!(g.node(inner.node).kind, NodeKind::Op(_)) {
-                let v = ValueId { node: inner.node, output: 0 };
+                let v = ValueId {
+                    node: inner.node,
+                    output: 0,
+                };
                 if g.uses(v).is_empty() && !g.is_graph_output(v) {
                     let _ = g.remove_node(inner.node);
                 }
@@ -198,13 +272,24 @@ impl Pass for EliminateIdentity {
 
     fn run(&self, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
         let opset = model.opset("").unwrap_or(1);
-        let needs_facts = model.graph.ops().any(|(_, _, op)| NEEDS_FACTS.contains(&op.op_type.as_str()));
-        let facts = if needs_facts { cx.facts(model) } else { Default::default() };
+        let needs_facts = model
+            .graph
+            .ops()
+            .any(|(_, _, op)| NEEDS_FACTS.contains(&op.op_type.as_str()));
+        let facts = if needs_facts {
+            cx.facts(model)
+        } else {
+            Default::default()
+        };
         let empty = HashMap::new();
         let main = &model.graph as *const Graph;
         util::each_graph_of(model, &mut |g| {
             // Shape facts describe the main graph only.
-            let f = if std::ptr::eq(g as *const Graph, main) { &*facts } else { &empty };
+            let f = if std::ptr::eq(g as *const Graph, main) {
+                &*facts
+            } else {
+                &empty
+            };
             Ok(run_graph(g, f, opset, cx))
         })
     }

@@ -5,9 +5,9 @@
 //! A pass either rewrites a construct completely or leaves it untouched and logs why
 //! ([`PassContext::skip`]); `Err` is reserved for a model that is broken.
 
+pub mod common_subexpression;
 pub mod dead_code;
 pub mod dedupe_initializers;
-pub mod common_subexpression;
 pub mod fold_constants;
 pub mod fuse_batch_norm;
 pub mod fuse_bias;
@@ -28,9 +28,17 @@ pub enum PassError {
     #[error("{0}")]
     Broken(String),
     #[error("pass {pass} failed after [{after}]: {source}")]
-    Failed { pass: String, after: String, source: Box<PassError> },
+    Failed {
+        pass: String,
+        after: String,
+        source: Box<PassError>,
+    },
     #[error("pass {pass} left an invalid graph (after [{after}]): {source}")]
-    Invalid { pass: String, after: String, source: validate::ValidateError },
+    Invalid {
+        pass: String,
+        after: String,
+        source: validate::ValidateError,
+    },
     #[error("unknown pass '{0}'; `onnxopt passes` lists them")]
     Unknown(String),
 }
@@ -51,13 +59,19 @@ pub struct PassContext {
 
 impl PassContext {
     pub fn new(input_shapes: Vec<(String, Vec<i64>)>) -> PassContext {
-        PassContext { input_shapes, ..PassContext::default() }
+        PassContext {
+            input_shapes,
+            ..PassContext::default()
+        }
     }
 
     /// Static shapes and dtypes of the main graph by value name, computed once and reused: lossless
     /// rewrites keep every surviving name's value (and so its shape) unchanged, so the facts stay
     /// true; values created since are simply absent until the next round refreshes them.
-    pub fn facts(&mut self, model: &Model) -> std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>> {
+    pub fn facts(
+        &mut self,
+        model: &Model,
+    ) -> std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>> {
         if self.facts.is_none() {
             let f = crate::analysis::shapes::infer(model, &self.input_shapes).unwrap_or_default();
             self.facts = Some(std::sync::Arc::new(f));
@@ -72,7 +86,8 @@ impl PassContext {
 
     /// Records a declined rewrite.
     pub fn skip(&mut self, message: impl Into<String>) {
-        self.skipped.push((self.current.to_string(), message.into()));
+        self.skipped
+            .push((self.current.to_string(), message.into()));
     }
 }
 
@@ -154,14 +169,20 @@ pub static PASSES: &[PassInfo] = &[
 ];
 
 pub fn find(name: &str) -> Result<&'static PassInfo, PassError> {
-    PASSES.iter().find(|p| p.name == name).ok_or_else(|| PassError::Unknown(name.to_string()))
+    PASSES
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| PassError::Unknown(name.to_string()))
 }
 
 /// A pipeline step.
 pub enum Step {
     One(&'static str),
     /// Run the group until no pass in it changes anything (at most `max_rounds` rounds).
-    Fixpoint { passes: Vec<&'static str>, max_rounds: usize },
+    Fixpoint {
+        passes: Vec<&'static str>,
+        max_rounds: usize,
+    },
 }
 
 pub mod pipelines {
@@ -173,12 +194,18 @@ pub mod pipelines {
 
     /// The whole lossless pipeline, to a fixed point.
     pub fn lossless() -> Vec<Step> {
-        vec![Step::Fixpoint { passes: super::PASSES.iter().map(|p| p.name).collect(), max_rounds: MAX_ROUNDS }]
+        vec![Step::Fixpoint {
+            passes: super::PASSES.iter().map(|p| p.name).collect(),
+            max_rounds: MAX_ROUNDS,
+        }]
     }
 
     /// The given passes, in the given order, to a fixed point.
     pub fn of(names: Vec<&'static str>) -> Vec<Step> {
-        vec![Step::Fixpoint { passes: names, max_rounds: MAX_ROUNDS }]
+        vec![Step::Fixpoint {
+            passes: names,
+            max_rounds: MAX_ROUNDS,
+        }]
     }
 }
 
@@ -198,13 +225,19 @@ pub fn size_of(m: &Model) -> (i64, i64) {
     m.graph.visit_graphs(&mut |g: &Graph| {
         for (_, n) in g.nodes() {
             match &n.kind {
-                crate::ir::NodeKind::Initializer(crate::ir::Const::Dense(t)) => bytes += t.byte_size() as i64,
-                crate::ir::NodeKind::Initializer(crate::ir::Const::Sparse(s)) => bytes += s.values.byte_size() as i64,
+                crate::ir::NodeKind::Initializer(crate::ir::Const::Dense(t)) => {
+                    bytes += t.byte_size() as i64
+                }
+                crate::ir::NodeKind::Initializer(crate::ir::Const::Sparse(s)) => {
+                    bytes += s.values.byte_size() as i64
+                }
                 _ => {}
             }
             if let Some(op) = n.op() {
                 if op.op_type == "Constant" {
-                    if let Some(crate::ir::AttrValue::Tensor(t)) = op.attr("value").map(|a| &a.value) {
+                    if let Some(crate::ir::AttrValue::Tensor(t)) =
+                        op.attr("value").map(|a| &a.value)
+                    {
                         bytes += t.byte_size() as i64;
                     }
                 }
@@ -225,10 +258,20 @@ pub struct PassManager {
 
 impl PassManager {
     pub fn new(steps: Vec<Step>) -> PassManager {
-        PassManager { steps, validate_each: cfg!(test), trace: Vec::new(), stats: Vec::new() }
+        PassManager {
+            steps,
+            validate_each: cfg!(test),
+            trace: Vec::new(),
+            stats: Vec::new(),
+        }
     }
 
-    fn run_one(&mut self, name: &'static str, model: &mut Model, cx: &mut PassContext) -> Result<Changed, PassError> {
+    fn run_one(
+        &mut self,
+        name: &'static str,
+        model: &mut Model,
+        cx: &mut PassContext,
+    ) -> Result<Changed, PassError> {
         let pass = (find(name)?.make)();
         let (n0, b0) = size_of(model);
         let t0 = Instant::now();
@@ -248,14 +291,21 @@ impl PassManager {
             source: Box::new(e),
         })?;
         if self.validate_each || changed && cfg!(debug_assertions) {
-            validate::validate(model).map_err(|source| PassError::Invalid { pass: name.to_string(), after: after(), source })?;
+            validate::validate(model).map_err(|source| PassError::Invalid {
+                pass: name.to_string(),
+                after: after(),
+                source,
+            })?;
         }
         let (n1, b1) = size_of(model);
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let s = match self.stats.iter_mut().find(|s| s.name == name) {
             Some(s) => s,
             None => {
-                self.stats.push(PassStats { name: name.to_string(), ..PassStats::default() });
+                self.stats.push(PassStats {
+                    name: name.to_string(),
+                    ..PassStats::default()
+                });
                 self.stats.last_mut().unwrap()
             }
         };
@@ -298,7 +348,12 @@ impl PassManager {
 }
 
 /// Replays the first `k` applications of a trace (for bisection): the model after them.
-pub fn replay(original: &Model, trace: &[(&'static str, bool)], k: usize, input_shapes: &[(String, Vec<i64>)]) -> Result<Model, PassError> {
+pub fn replay(
+    original: &Model,
+    trace: &[(&'static str, bool)],
+    k: usize,
+    input_shapes: &[(String, Vec<i64>)],
+) -> Result<Model, PassError> {
     let mut m = original.clone();
     let mut cx = PassContext::new(input_shapes.to_vec());
     for (name, _) in &trace[..k] {

@@ -8,9 +8,16 @@ use std::sync::Arc;
 /// Runs `f` on every subgraph (innermost first) and then on the graph itself. After a subgraph
 /// changes, its owner's implicit uses are recomputed from the captures still in use, so values an
 /// optimised-away subgraph no longer reads can die.
-pub fn each_graph(g: &mut Graph, f: &mut dyn FnMut(&mut Graph) -> Result<bool, PassError>) -> Result<bool, PassError> {
+pub fn each_graph(
+    g: &mut Graph,
+    f: &mut dyn FnMut(&mut Graph) -> Result<bool, PassError>,
+) -> Result<bool, PassError> {
     let mut changed = false;
-    let owners: Vec<NodeId> = g.nodes().filter(|(_, n)| n.subgraphs().next().is_some()).map(|(id, _)| id).collect();
+    let owners: Vec<NodeId> = g
+        .nodes()
+        .filter(|(_, n)| n.subgraphs().next().is_some())
+        .map(|(id, _)| id)
+        .collect();
     for id in owners {
         let mut sub_changed = false;
         if let Some(op) = g.node_mut(id).op_mut() {
@@ -30,7 +37,10 @@ pub fn each_graph(g: &mut Graph, f: &mut dyn FnMut(&mut Graph) -> Result<bool, P
 }
 
 /// Applies `f` to the main graph and all subgraphs of a model.
-pub fn each_graph_of(model: &mut Model, f: &mut dyn FnMut(&mut Graph) -> Result<bool, PassError>) -> Result<bool, PassError> {
+pub fn each_graph_of(
+    model: &mut Model,
+    f: &mut dyn FnMut(&mut Graph) -> Result<bool, PassError>,
+) -> Result<bool, PassError> {
     each_graph(&mut model.graph, f)
 }
 
@@ -41,8 +51,11 @@ pub fn refresh_captures(g: &mut Graph, owner: NodeId) {
     if let Some(op) = g.node_mut(owner).op_mut() {
         for a in &mut op.attributes {
             for sub in a.graphs_mut() {
-                let captures: Vec<NodeId> =
-                    sub.nodes().filter(|(_, n)| matches!(n.kind, NodeKind::Capture)).map(|(id, _)| id).collect();
+                let captures: Vec<NodeId> = sub
+                    .nodes()
+                    .filter(|(_, n)| matches!(n.kind, NodeKind::Capture))
+                    .map(|(id, _)| id)
+                    .collect();
                 for c in captures {
                     let v = ValueId { node: c, output: 0 };
                     if sub.uses(v).is_empty() && !sub.is_graph_output(v) {
@@ -58,7 +71,10 @@ pub fn refresh_captures(g: &mut Graph, owner: NodeId) {
         }
     }
     let current: Vec<ValueId> = g.node(owner).implicit_inputs().to_vec();
-    let keep: Vec<ValueId> = current.into_iter().filter(|v| names.contains(&g.value(*v).name)).collect();
+    let keep: Vec<ValueId> = current
+        .into_iter()
+        .filter(|v| names.contains(&g.value(*v).name))
+        .collect();
     g.set_implicit_inputs(owner, keep);
 }
 
@@ -74,11 +90,17 @@ pub fn single_use(g: &Graph, v: ValueId) -> Option<(NodeId, usize)> {
 }
 
 pub fn attr_int(n: &Node, name: &str, default: i64) -> i64 {
-    n.op().and_then(|op| op.attr(name)).and_then(|a| a.as_int()).unwrap_or(default)
+    n.op()
+        .and_then(|op| op.attr(name))
+        .and_then(|a| a.as_int())
+        .unwrap_or(default)
 }
 
 pub fn attr_ints(n: &Node, name: &str) -> Option<Vec<i64>> {
-    n.op().and_then(|op| op.attr(name)).and_then(|a| a.as_ints()).map(|v| v.to_vec())
+    n.op()
+        .and_then(|op| op.attr(name))
+        .and_then(|a| a.as_ints())
+        .map(|v| v.to_vec())
 }
 
 pub fn attr_float(n: &Node, name: &str, default: f32) -> f32 {
@@ -116,13 +138,26 @@ pub fn fresh_name(names: &mut HashSet<String>, base: &str) -> String {
 /// Adds an initializer holding `t` under `name`.
 pub fn add_initializer(g: &mut Graph, name: &str, mut t: Tensor) -> ValueId {
     t.name = name.to_string();
-    let id = g.add_node(Node::new("", NodeKind::Initializer(Const::Dense(Arc::new(t))), vec![], vec![Value::named(name)]));
-    ValueId { node: id, output: 0 }
+    let id = g.add_node(Node::new(
+        "",
+        NodeKind::Initializer(Const::Dense(Arc::new(t))),
+        vec![],
+        vec![Value::named(name)],
+    ));
+    ValueId {
+        node: id,
+        output: 0,
+    }
 }
 
 /// Makes `old` a constant: a new initializer takes over its name and every use (graph outputs
 /// included); the old producer keeps a renamed, now unused output for dead-code elimination.
-pub fn replace_with_constant(g: &mut Graph, names: &mut HashSet<String>, old: ValueId, t: Tensor) -> ValueId {
+pub fn replace_with_constant(
+    g: &mut Graph,
+    names: &mut HashSet<String>,
+    old: ValueId,
+    t: Tensor,
+) -> ValueId {
     let name = g.value(old).name.clone();
     let renamed = fresh_name(names, &format!("{name}__replaced"));
     g.value_mut(old).name = renamed;
@@ -142,7 +177,10 @@ pub fn remove_dead(g: &mut Graph) -> usize {
             .filter(|(id, n)| {
                 matches!(n.kind, NodeKind::Op(_) | NodeKind::Initializer(_))
                     && (0..n.outputs.len()).all(|k| {
-                        let v = ValueId { node: *id, output: k };
+                        let v = ValueId {
+                            node: *id,
+                            output: k,
+                        };
                         g.uses(v).is_empty() && !g.is_graph_output(v)
                     })
             })
@@ -177,9 +215,19 @@ pub fn const_i64(g: &Graph, v: Option<ValueId>) -> Option<Vec<i64>> {
 /// every use of `outer`'s first output moves to `inner`. When `outer` is a graph output, `inner`
 /// takes over its name and type (allowed only when `inner` is not itself a graph output and not
 /// read by name from a subgraph). Removes `outer`'s node. `false` when that is impossible.
-pub fn absorb(g: &mut Graph, names: &mut HashSet<String>, inner: ValueId, outer_node: NodeId) -> bool {
-    let outer = ValueId { node: outer_node, output: 0 };
-    if g.uses(outer).iter().any(|(_, s)| s.is_none()) || g.uses(inner).iter().any(|(_, s)| s.is_none()) {
+pub fn absorb(
+    g: &mut Graph,
+    names: &mut HashSet<String>,
+    inner: ValueId,
+    outer_node: NodeId,
+) -> bool {
+    let outer = ValueId {
+        node: outer_node,
+        output: 0,
+    };
+    if g.uses(outer).iter().any(|(_, s)| s.is_none())
+        || g.uses(inner).iter().any(|(_, s)| s.is_none())
+    {
         return false;
     }
     if g.is_graph_output(outer) {
@@ -198,7 +246,14 @@ pub fn absorb(g: &mut Graph, names: &mut HashSet<String>, inner: ValueId, outer_
 
 /// Replaces the tensor of an initializer used only by `user` in place, or gives `user` a new
 /// initializer in `slot` when the old one is shared or absent.
-pub fn set_const_input(g: &mut Graph, names: &mut HashSet<String>, user: NodeId, slot: usize, t: Tensor, base: &str) {
+pub fn set_const_input(
+    g: &mut Graph,
+    names: &mut HashSet<String>,
+    user: NodeId,
+    slot: usize,
+    t: Tensor,
+    base: &str,
+) {
     if let Some(v) = g.node(user).inputs().get(slot).copied().flatten() {
         let exclusive = matches!(g.node(v.node).kind, NodeKind::Initializer(Const::Dense(_)))
             && g.uses(v) == vec![(user, Some(slot))]
@@ -225,9 +280,16 @@ pub fn exclusive_initializer(g: &Graph, v: ValueId, user: NodeId) -> bool {
 /// For a binary elementwise node (`Add`, `Mul`) with one constant operand, the other operand when
 /// it is the only-read output of one of `producers`: `(producer output, constant)`. `Err` says why
 /// not; reasons starting with "not a fusion site" are routine and need not be logged.
-pub fn binary_after(g: &Graph, node: NodeId, producers: &[&str]) -> Result<(ValueId, ValueId), String> {
+pub fn binary_after(
+    g: &Graph,
+    node: NodeId,
+    producers: &[&str],
+) -> Result<(ValueId, ValueId), String> {
     let ins = g.node(node).inputs();
-    let (Some(l), Some(r)) = (ins.first().copied().flatten(), ins.get(1).copied().flatten()) else {
+    let (Some(l), Some(r)) = (
+        ins.first().copied().flatten(),
+        ins.get(1).copied().flatten(),
+    ) else {
         return Err("not a fusion site: needs two inputs".into());
     };
     // The constant side and the producer side, in either order.
@@ -238,14 +300,22 @@ pub fn binary_after(g: &Graph, node: NodeId, producers: &[&str]) -> Result<(Valu
     } else {
         return Err("not a fusion site: no constant operand".into());
     };
-    let Some(pop) = g.node(p.node).op() else { return Err("not a fusion site: not after an operator".into()) };
+    let Some(pop) = g.node(p.node).op() else {
+        return Err("not a fusion site: not after an operator".into());
+    };
     if !pop.is_default_domain() || !producers.contains(&pop.op_type.as_str()) {
         return Err(format!("not a fusion site: after {}", pop.op_type));
     }
     if single_use(g, p) != Some((node, if p == l { 0 } else { 1 })) {
-        return Err(format!("{} output is used elsewhere or is a graph output", pop.op_type));
+        return Err(format!(
+            "{} output is used elsewhere or is a graph output",
+            pop.op_type
+        ));
     }
-    if g.uses(ValueId { node, output: 0 }).iter().any(|(_, s)| s.is_none()) {
+    if g.uses(ValueId { node, output: 0 })
+        .iter()
+        .any(|(_, s)| s.is_none())
+    {
         return Err("output is read by name inside a subgraph".into());
     }
     Ok((p, c))

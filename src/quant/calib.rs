@@ -28,7 +28,13 @@ pub struct Stat {
 
 impl Default for Stat {
     fn default() -> Self {
-        Stat { min: f32::INFINITY, max: f32::NEG_INFINITY, range: 0.0, hist: vec![0; BINS], count: 0 }
+        Stat {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+            range: 0.0,
+            hist: vec![0; BINS],
+            count: 0,
+        }
     }
 }
 
@@ -92,7 +98,10 @@ impl Stat {
             // Candidate: merge into LEVELS groups, then spread each group over its non-empty bins.
             let mut q = vec![0.0f64; edge];
             for l in 0..LEVELS {
-                let (a, b) = (l * edge / LEVELS, ((l + 1) * edge / LEVELS).max(l * edge / LEVELS + 1));
+                let (a, b) = (
+                    l * edge / LEVELS,
+                    ((l + 1) * edge / LEVELS).max(l * edge / LEVELS + 1),
+                );
                 let mass: f64 = self.hist[a..b].iter().map(|&h| h as f64).sum();
                 let nonzero = self.hist[a..b].iter().filter(|&&h| h > 0).count();
                 if nonzero > 0 {
@@ -152,32 +161,56 @@ impl Stat {
             return Range { min: 0.0, max: 0.0 };
         }
         let t = match method {
-            Method::MinMax => return Range { min: self.min, max: self.max },
+            Method::MinMax => {
+                return Range {
+                    min: self.min,
+                    max: self.max,
+                }
+            }
             Method::Percentile(p) => self.percentile(p),
             Method::Entropy => self.entropy_threshold(),
         };
         // Clip the observed extremes to the threshold, keeping one-sided ranges one-sided.
-        Range { min: self.min.max(-t), max: self.max.min(t) }
+        Range {
+            min: self.min.max(-t),
+            max: self.max.min(t),
+        }
     }
 }
 
 /// Runs the model on every sample with `values` exposed and returns their statistics.
-pub fn collect(model: &Model, values: &[String], samples: &[Sample]) -> Result<BTreeMap<String, Stat>, RunError> {
+pub fn collect(
+    model: &Model,
+    values: &[String],
+    samples: &[Sample],
+) -> Result<BTreeMap<String, Stat>, RunError> {
     let mut m = model.clone();
     let g = &mut m.graph;
     let mut exposed = Vec::new();
     for name in values {
         if let Some(v) = g.find_value(name) {
             if !g.is_graph_output(v) {
-                g.outputs.push(GraphOutput { value: v, ty: None, doc_string: String::new(), metadata_props: vec![] });
+                g.outputs.push(GraphOutput {
+                    value: v,
+                    ty: None,
+                    doc_string: String::new(),
+                    metadata_props: vec![],
+                });
             }
             exposed.push(name.clone());
         }
     }
-    let names: Vec<String> = g.outputs.iter().map(|o| g.value(o.value).name.clone()).collect();
+    let names: Vec<String> = g
+        .outputs
+        .iter()
+        .map(|o| g.value(o.value).name.clone())
+        .collect();
     let first = samples.first().map(|s| s.inputs.as_slice()).unwrap_or(&[]);
     let runner = Runner::from_model(&m, first)?;
-    let mut stats: BTreeMap<String, Stat> = exposed.iter().map(|n| (n.clone(), Stat::default())).collect();
+    let mut stats: BTreeMap<String, Stat> = exposed
+        .iter()
+        .map(|n| (n.clone(), Stat::default()))
+        .collect();
     for s in samples {
         let outs: Vec<Tensor> = runner.run(&s.inputs)?;
         for (name, t) in names.iter().zip(&outs) {

@@ -12,7 +12,10 @@
 pub mod calib;
 pub mod params;
 
-use crate::ir::{AttrValue, Attribute, DataType, Graph, Model, Node, NodeId, NodeKind, Op, Tensor, Value, ValueId};
+use crate::ir::{
+    AttrValue, Attribute, DataType, Graph, Model, Node, NodeId, NodeKind, Op, Tensor, Value,
+    ValueId,
+};
 use crate::passes::util;
 use calib::CalibrationTable;
 use params::{ActType, QParams};
@@ -21,7 +24,9 @@ use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
-    #[error("the model imports opset {0} of the default domain; QuantizeLinear needs opset 10 or newer")]
+    #[error(
+        "the model imports opset {0} of the default domain; QuantizeLinear needs opset 10 or newer"
+    )]
     OpsetTooOld(i64),
     #[error("{0}")]
     Other(String),
@@ -79,8 +84,17 @@ pub fn values_to_calibrate(model: &Model, opts: &QuantOptions) -> Vec<String> {
     let mut out = Vec::new();
     for (id, n, op) in g.ops() {
         if candidate(g, id, opts).is_ok() {
-            let after = output_value(g, ValueId { node: id, output: 0 });
-            for v in [n.inputs().first().copied().flatten(), Some(after)].into_iter().flatten() {
+            let after = output_value(
+                g,
+                ValueId {
+                    node: id,
+                    output: 0,
+                },
+            );
+            for v in [n.inputs().first().copied().flatten(), Some(after)]
+                .into_iter()
+                .flatten()
+            {
                 let name = g.value(v).name.clone();
                 if !out.contains(&name) {
                     out.push(name);
@@ -98,7 +112,10 @@ pub fn values_to_calibrate(model: &Model, opts: &QuantOptions) -> Vec<String> {
 fn output_value(g: &Graph, y: ValueId) -> ValueId {
     if let Some((c, 0)) = util::single_use(g, y) {
         let cn = g.node(c);
-        if cn.op().is_some_and(|o| o.is_default_domain() && (o.op_type == "Relu" || o.op_type == "Clip")) {
+        if cn
+            .op()
+            .is_some_and(|o| o.is_default_domain() && (o.op_type == "Relu" || o.op_type == "Clip"))
+        {
             return ValueId { node: c, output: 0 };
         }
     }
@@ -107,7 +124,10 @@ fn output_value(g: &Graph, y: ValueId) -> ValueId {
 
 fn is_softmax(g: &Graph, v: ValueId) -> bool {
     let produced = g.node(v.node).op().is_some_and(|o| o.op_type == "Softmax");
-    produced || g.uses(v).iter().any(|(c, _)| g.node(*c).op().is_some_and(|o| o.op_type == "Softmax"))
+    produced
+        || g.uses(v)
+            .iter()
+            .any(|(c, _)| g.node(*c).op().is_some_and(|o| o.op_type == "Softmax"))
 }
 
 /// Whether node `id` is quantizable, or why not.
@@ -133,10 +153,22 @@ fn candidate(g: &Graph, id: NodeId, opts: &QuantOptions) -> Result<(), String> {
     if !rank_ok {
         return Err(format!("weight shape {:?} not supported", wt.dims));
     }
-    if op.op_type == "Gemm" && (util::attr_int(n, "transA", 0) != 0 || util::attr_float(n, "alpha", 1.0) != 1.0 || util::attr_float(n, "beta", 1.0) != 1.0) {
+    if op.op_type == "Gemm"
+        && (util::attr_int(n, "transA", 0) != 0
+            || util::attr_float(n, "alpha", 1.0) != 1.0
+            || util::attr_float(n, "beta", 1.0) != 1.0)
+    {
         return Err("Gemm with transA, alpha or beta".into());
     }
-    if is_softmax(g, x) || is_softmax(g, ValueId { node: id, output: 0 }) {
+    if is_softmax(g, x)
+        || is_softmax(
+            g,
+            ValueId {
+                node: id,
+                output: 0,
+            },
+        )
+    {
         return Err("next to a Softmax (kept in float)".into());
     }
     Ok(())
@@ -159,13 +191,29 @@ impl Inserter<'_> {
         util::add_initializer(g, &name, t)
     }
 
-    fn node(&mut self, g: &mut Graph, op: &str, name: &str, inputs: Vec<Option<ValueId>>, attrs: Vec<Attribute>, out: &str) -> ValueId {
+    fn node(
+        &mut self,
+        g: &mut Graph,
+        op: &str,
+        name: &str,
+        inputs: Vec<Option<ValueId>>,
+        attrs: Vec<Attribute>,
+        out: &str,
+    ) -> ValueId {
         let mut o = Op::new(op);
         o.attributes = attrs;
         let out_name = util::fresh_name(&mut self.names, out);
         let node_name = util::fresh_name(&mut self.names, name);
-        let id = g.add_node(Node::new(node_name, NodeKind::Op(o), inputs, vec![Value::named(out_name)]));
-        ValueId { node: id, output: 0 }
+        let id = g.add_node(Node::new(
+            node_name,
+            NodeKind::Op(o),
+            inputs,
+            vec![Value::named(out_name)],
+        ));
+        ValueId {
+            node: id,
+            output: 0,
+        }
     }
 
     /// The shared Q→DQ pair of an activation value (created on first use).
@@ -176,12 +224,40 @@ impl Inserter<'_> {
         let name = g.value(v).name.clone();
         let range = *self.table.ranges.get(&name)?;
         let p = params::activation(range, self.opts.activations, self.opts.symmetric);
-        let scale = self.init(g, &format!("{name}_scale"), Tensor::from_f32(vec![], &[p.scale]));
-        let zp = self.init(g, &format!("{name}_zero_point"), params::zero_point_tensor(self.opts.activations, &[p.zero_point], vec![]));
-        let q = self.node(g, "QuantizeLinear", &format!("{name}_QuantizeLinear"), vec![Some(v), Some(scale), Some(zp)], vec![], &format!("{name}_quantized"));
-        let d = self.node(g, "DequantizeLinear", &format!("{name}_DequantizeLinear"), vec![Some(q), Some(scale), Some(zp)], vec![], &format!("{name}_dequantized"));
+        let scale = self.init(
+            g,
+            &format!("{name}_scale"),
+            Tensor::from_f32(vec![], &[p.scale]),
+        );
+        let zp = self.init(
+            g,
+            &format!("{name}_zero_point"),
+            params::zero_point_tensor(self.opts.activations, &[p.zero_point], vec![]),
+        );
+        let q = self.node(
+            g,
+            "QuantizeLinear",
+            &format!("{name}_QuantizeLinear"),
+            vec![Some(v), Some(scale), Some(zp)],
+            vec![],
+            &format!("{name}_quantized"),
+        );
+        let d = self.node(
+            g,
+            "DequantizeLinear",
+            &format!("{name}_DequantizeLinear"),
+            vec![Some(q), Some(scale), Some(zp)],
+            vec![],
+            &format!("{name}_dequantized"),
+        );
         let dequantized = g.value(d).name.clone();
-        self.report.activations.push(ActivationParams { value: name, scale: p.scale, zero_point: p.zero_point, dequantized, sqnr_db: None });
+        self.report.activations.push(ActivationParams {
+            value: name,
+            scale: p.scale,
+            zero_point: p.zero_point,
+            dequantized,
+            sqnr_db: None,
+        });
         self.dq.insert(v, (d, p));
         self.twins.insert(d, p);
         Some((d, p))
@@ -192,7 +268,10 @@ impl Inserter<'_> {
         let op = n.op().unwrap().op_type.clone();
         let x = n.inputs()[0].unwrap();
         let wv = n.inputs()[1].unwrap();
-        let y = ValueId { node: id, output: 0 };
+        let y = ValueId {
+            node: id,
+            output: 0,
+        };
         let xname = g.value(x).name.clone();
         if !self.twins.contains_key(&x) && !self.table.ranges.contains_key(&xname) {
             return Err(format!("no calibration range for input '{xname}'"));
@@ -208,42 +287,137 @@ impl Inserter<'_> {
         let wq = params::quantize_weight(&wvals, &w.dims, axis, self.opts.per_channel);
         let (xdq, xp) = match self.twins.get(&x) {
             Some(&p) => (x, p),
-            None => self.activation(g, x).ok_or("no calibration range for the input")?,
+            None => self
+                .activation(g, x)
+                .ok_or("no calibration range for the input")?,
         };
         let wname = g.value(wv).name.clone();
-        let q_init = self.init(g, &format!("{wname}_quantized"), Tensor::from_raw(DataType::INT8, w.dims.clone(), wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>()));
+        let q_init = self.init(
+            g,
+            &format!("{wname}_quantized"),
+            Tensor::from_raw(
+                DataType::INT8,
+                w.dims.clone(),
+                wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>(),
+            ),
+        );
         let nscales = wq.scales.len();
-        let scale_dims = if self.opts.per_channel { vec![nscales as i64] } else { vec![] };
-        let s_init = self.init(g, &format!("{wname}_scale"), Tensor::from_f32(scale_dims.clone(), &wq.scales));
-        let z_init = self.init(g, &format!("{wname}_zero_point"), Tensor::from_raw(DataType::INT8, scale_dims.clone(), vec![0u8; if self.opts.per_channel { nscales } else { 1 }]));
-        let attrs = if self.opts.per_channel { vec![Attribute::new("axis", AttrValue::Int(axis as i64))] } else { vec![] };
-        let wdq = self.node(g, "DequantizeLinear", &format!("{wname}_DequantizeLinear"), vec![Some(q_init), Some(s_init), Some(z_init)], attrs, &format!("{wname}_dequantized"));
+        let scale_dims = if self.opts.per_channel {
+            vec![nscales as i64]
+        } else {
+            vec![]
+        };
+        let s_init = self.init(
+            g,
+            &format!("{wname}_scale"),
+            Tensor::from_f32(scale_dims.clone(), &wq.scales),
+        );
+        let z_init = self.init(
+            g,
+            &format!("{wname}_zero_point"),
+            Tensor::from_raw(
+                DataType::INT8,
+                scale_dims.clone(),
+                vec![0u8; if self.opts.per_channel { nscales } else { 1 }],
+            ),
+        );
+        let attrs = if self.opts.per_channel {
+            vec![Attribute::new("axis", AttrValue::Int(axis as i64))]
+        } else {
+            vec![]
+        };
+        let wdq = self.node(
+            g,
+            "DequantizeLinear",
+            &format!("{wname}_DequantizeLinear"),
+            vec![Some(q_init), Some(s_init), Some(z_init)],
+            attrs,
+            &format!("{wname}_dequantized"),
+        );
         g.set_input(id, 0, Some(xdq));
         g.set_input(id, 1, Some(wdq));
         // Bias: int32 with scale s_x·s_w, when it is a constant 1-D float vector.
         if let Some(bv) = n.inputs().get(2).copied().flatten() {
-            if let Some(b) = g.constant(bv).filter(|b| b.dtype == DataType::FLOAT && b.dims.len() == 1).cloned() {
+            if let Some(b) = g
+                .constant(bv)
+                .filter(|b| b.dtype == DataType::FLOAT && b.dims.len() == 1)
+                .cloned()
+            {
                 let bvals = b.to_f32_vec().unwrap();
-                let scales: Vec<f32> = (0..bvals.len()).map(|c| xp.scale * wq.scales[if self.opts.per_channel { c.min(nscales - 1) } else { 0 }]).collect();
-                let q: Vec<i32> = bvals.iter().zip(&scales).map(|(v, s)| if *s > 0.0 { (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32 } else { 0 }).collect();
+                let scales: Vec<f32> = (0..bvals.len())
+                    .map(|c| {
+                        xp.scale
+                            * wq.scales[if self.opts.per_channel {
+                                c.min(nscales - 1)
+                            } else {
+                                0
+                            }]
+                    })
+                    .collect();
+                let q: Vec<i32> = bvals
+                    .iter()
+                    .zip(&scales)
+                    .map(|(v, s)| {
+                        if *s > 0.0 {
+                            (v / s).round().clamp(i32::MIN as f32, i32::MAX as f32) as i32
+                        } else {
+                            0
+                        }
+                    })
+                    .collect();
                 let bname = g.value(bv).name.clone();
-                let bq = self.init(g, &format!("{bname}_quantized"), Tensor::from_raw(DataType::INT32, b.dims.clone(), q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+                let bq = self.init(
+                    g,
+                    &format!("{bname}_quantized"),
+                    Tensor::from_raw(
+                        DataType::INT32,
+                        b.dims.clone(),
+                        q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+                    ),
+                );
                 // Per-channel weights give one bias scale per channel (axis 0, opset ≥ 13); a
                 // per-tensor weight gives one scale for the whole bias.
                 let (bs, bz, battrs) = if self.opts.per_channel {
                     (
-                        self.init(g, &format!("{bname}_scale"), Tensor::from_f32(b.dims.clone(), &scales)),
-                        self.init(g, &format!("{bname}_zero_point"), Tensor::from_raw(DataType::INT32, b.dims.clone(), vec![0u8; 4 * bvals.len()])),
+                        self.init(
+                            g,
+                            &format!("{bname}_scale"),
+                            Tensor::from_f32(b.dims.clone(), &scales),
+                        ),
+                        self.init(
+                            g,
+                            &format!("{bname}_zero_point"),
+                            Tensor::from_raw(
+                                DataType::INT32,
+                                b.dims.clone(),
+                                vec![0u8; 4 * bvals.len()],
+                            ),
+                        ),
                         vec![Attribute::new("axis", AttrValue::Int(0))],
                     )
                 } else {
                     (
-                        self.init(g, &format!("{bname}_scale"), Tensor::from_f32(vec![], &scales[..1])),
-                        self.init(g, &format!("{bname}_zero_point"), Tensor::from_raw(DataType::INT32, vec![], vec![0u8; 4])),
+                        self.init(
+                            g,
+                            &format!("{bname}_scale"),
+                            Tensor::from_f32(vec![], &scales[..1]),
+                        ),
+                        self.init(
+                            g,
+                            &format!("{bname}_zero_point"),
+                            Tensor::from_raw(DataType::INT32, vec![], vec![0u8; 4]),
+                        ),
                         vec![],
                     )
                 };
-                let bdq = self.node(g, "DequantizeLinear", &format!("{bname}_DequantizeLinear"), vec![Some(bq), Some(bs), Some(bz)], battrs, &format!("{bname}_dequantized"));
+                let bdq = self.node(
+                    g,
+                    "DequantizeLinear",
+                    &format!("{bname}_DequantizeLinear"),
+                    vec![Some(bq), Some(bs), Some(bz)],
+                    battrs,
+                    &format!("{bname}_dequantized"),
+                );
                 g.set_input(id, 2, Some(bdq));
             }
         }
@@ -251,7 +425,10 @@ impl Inserter<'_> {
         // stay float).
         let y = output_value(g, y);
         let yname = g.value(y).name.clone();
-        if self.table.ranges.contains_key(&yname) && !g.uses(y).is_empty() && g.uses(y).iter().all(|(_, s)| s.is_some()) {
+        if self.table.ranges.contains_key(&yname)
+            && !g.uses(y).is_empty()
+            && g.uses(y).iter().all(|(_, s)| s.is_some())
+        {
             let consumers = g.uses(y);
             if let Some((ydq, _)) = self.activation(g, y) {
                 let qnode = g.node(ydq.node).inputs()[0].unwrap().node;
@@ -267,7 +444,11 @@ impl Inserter<'_> {
 }
 
 /// Inserts QDQ around every candidate node of the main graph, using the calibrated ranges.
-pub fn insert_qdq(model: &Model, table: &CalibrationTable, opts: &QuantOptions) -> Result<(Model, QuantReport), QuantError> {
+pub fn insert_qdq(
+    model: &Model,
+    table: &CalibrationTable,
+    opts: &QuantOptions,
+) -> Result<(Model, QuantReport), QuantError> {
     let opset = model.opset("").unwrap_or(1);
     if opset < 10 {
         return Err(QuantError::OpsetTooOld(opset));
@@ -276,12 +457,23 @@ pub fn insert_qdq(model: &Model, table: &CalibrationTable, opts: &QuantOptions) 
     let mut notes = Vec::new();
     if opset < 13 && opts.per_channel {
         opts.per_channel = false;
-        notes.push(format!("opset {opset} < 13 has no per-axis DequantizeLinear: weights are quantized per tensor"));
+        notes.push(format!(
+            "opset {opset} < 13 has no per-axis DequantizeLinear: weights are quantized per tensor"
+        ));
     }
     let mut m = model.clone();
     let g = &mut m.graph;
-    let mut ins = Inserter { names: util::all_names(g), table, opts: &opts, dq: HashMap::new(), twins: HashMap::new(), report: QuantReport::default() };
-    let order = g.topo_order().map_err(|e| QuantError::Other(e.to_string()))?;
+    let mut ins = Inserter {
+        names: util::all_names(g),
+        table,
+        opts: &opts,
+        dq: HashMap::new(),
+        twins: HashMap::new(),
+        report: QuantReport::default(),
+    };
+    let order = g
+        .topo_order()
+        .map_err(|e| QuantError::Other(e.to_string()))?;
     for id in order {
         if g.node(id).op().is_none() {
             continue;
@@ -303,7 +495,8 @@ pub fn insert_qdq(model: &Model, table: &CalibrationTable, opts: &QuantOptions) 
     let mut report = ins.report;
     report.per_channel = opts.per_channel;
     report.notes = notes;
-    crate::ir::validate::validate(&m).map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
+    crate::ir::validate::validate(&m)
+        .map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
     Ok((m, report))
 }
 
@@ -319,7 +512,10 @@ pub fn calibrate(
     Ok(CalibrationTable {
         method: format!("{method:?}"),
         samples: samples.len(),
-        ranges: stats.iter().map(|(k, s)| (k.clone(), s.range_for(method))).collect(),
+        ranges: stats
+            .iter()
+            .map(|(k, s)| (k.clone(), s.range_for(method)))
+            .collect(),
     })
 }
 
@@ -336,17 +532,29 @@ pub fn measure_sqnr(
         m.graph.outputs.clear();
         for n in names {
             if let Some(v) = m.graph.find_value(n) {
-                m.graph.outputs.push(crate::ir::GraphOutput { value: v, ty: None, doc_string: String::new(), metadata_props: vec![] });
+                m.graph.outputs.push(crate::ir::GraphOutput {
+                    value: v,
+                    ty: None,
+                    doc_string: String::new(),
+                    metadata_props: vec![],
+                });
             }
         }
         m
     };
-    let acts: Vec<&ActivationParams> = report.activations.iter().filter(|a| float.graph.find_value(&a.value).is_some()).collect();
+    let acts: Vec<&ActivationParams> = report
+        .activations
+        .iter()
+        .filter(|a| float.graph.find_value(&a.value).is_some())
+        .collect();
     if acts.is_empty() || samples.is_empty() {
         return Ok(vec![]);
     }
     let f = expose(float, acts.iter().map(|a| a.value.as_str()).collect());
-    let q = expose(quantized, acts.iter().map(|a| a.dequantized.as_str()).collect());
+    let q = expose(
+        quantized,
+        acts.iter().map(|a| a.dequantized.as_str()).collect(),
+    );
     let rf = crate::verify::Runner::from_model(&f, &samples[0].inputs)?;
     let rq = crate::verify::Runner::from_model(&q, &samples[0].inputs)?;
     let mut signal = vec![0.0f64; acts.len()];
@@ -366,7 +574,11 @@ pub fn measure_sqnr(
     let names: Vec<String> = acts.iter().map(|a| a.value.clone()).collect();
     let mut out = Vec::new();
     for (k, name) in names.iter().enumerate() {
-        let db = if noise[k] > 0.0 { 10.0 * (signal[k] / noise[k]).log10() } else { f64::INFINITY };
+        let db = if noise[k] > 0.0 {
+            10.0 * (signal[k] / noise[k]).log10()
+        } else {
+            f64::INFINITY
+        };
         if let Some(a) = report.activations.iter_mut().find(|a| &a.value == name) {
             a.sqnr_db = db.is_finite().then_some(db);
         }
@@ -391,8 +603,17 @@ pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport
     let mut m = model.clone();
     let g = &mut m.graph;
     let table = CalibrationTable::default();
-    let mut ins = Inserter { names: util::all_names(g), table: &table, opts, dq: HashMap::new(), twins: HashMap::new(), report: QuantReport::default() };
-    let order = g.topo_order().map_err(|e| QuantError::Other(e.to_string()))?;
+    let mut ins = Inserter {
+        names: util::all_names(g),
+        table: &table,
+        opts,
+        dq: HashMap::new(),
+        twins: HashMap::new(),
+        report: QuantReport::default(),
+    };
+    let order = g
+        .topo_order()
+        .map_err(|e| QuantError::Other(e.to_string()))?;
     let mut dql: HashMap<ValueId, (ValueId, ValueId, ValueId)> = HashMap::new();
     for id in order {
         let n = g.node(id);
@@ -401,7 +622,10 @@ pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport
             continue;
         }
         let label = n.display_name().to_string();
-        let dyn_opts = QuantOptions { ops: vec!["MatMul".into(), "Gemm".into()], ..opts.clone() };
+        let dyn_opts = QuantOptions {
+            ops: vec!["MatMul".into(), "Gemm".into()],
+            ..opts.clone()
+        };
         if let Err(why) = candidate(g, id, &dyn_opts) {
             ins.report.skipped.push((label, why));
             continue;
@@ -409,12 +633,18 @@ pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport
         let x = n.inputs()[0].unwrap();
         let wv = n.inputs()[1].unwrap();
         let mut w = g.constant(wv).unwrap().clone();
-        let bias = if is_gemm { n.inputs().get(2).copied().flatten() } else { None };
+        let bias = if is_gemm {
+            n.inputs().get(2).copied().flatten()
+        } else {
+            None
+        };
         if is_gemm && util::attr_int(n, "transB", 0) == 1 {
             // MatMulInteger takes B as [K, N]: store the transpose.
             let (rows, cols) = (w.dims[0] as usize, w.dims[1] as usize);
             let v = w.to_f32_vec().unwrap();
-            let t: Vec<f32> = (0..cols * rows).map(|i| v[(i % rows) * cols + i / rows]).collect();
+            let t: Vec<f32> = (0..cols * rows)
+                .map(|i| v[(i % rows) * cols + i / rows])
+                .collect();
             w = Tensor::from_f32(vec![cols as i64, rows as i64], &t);
         }
         let wq = params::quantize_weight(&w.to_f32_vec().unwrap(), &w.dims, 1, true);
@@ -426,28 +656,88 @@ pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport
                 o.attributes = vec![];
                 let outs: Vec<Value> = ["quantized", "scale", "zero_point"]
                     .iter()
-                    .map(|s| Value::named(util::fresh_name(&mut ins.names, &format!("{xname}_{s}"))))
+                    .map(|s| {
+                        Value::named(util::fresh_name(&mut ins.names, &format!("{xname}_{s}")))
+                    })
                     .collect();
-                let node_name = util::fresh_name(&mut ins.names, &format!("{xname}_DynamicQuantizeLinear"));
+                let node_name =
+                    util::fresh_name(&mut ins.names, &format!("{xname}_DynamicQuantizeLinear"));
                 let d = g.add_node(Node::new(node_name, NodeKind::Op(o), vec![Some(x)], outs));
-                let t = (ValueId { node: d, output: 0 }, ValueId { node: d, output: 1 }, ValueId { node: d, output: 2 });
+                let t = (
+                    ValueId { node: d, output: 0 },
+                    ValueId { node: d, output: 1 },
+                    ValueId { node: d, output: 2 },
+                );
                 dql.insert(x, t);
                 t
             }
         };
         let wname = g.value(wv).name.clone();
-        let wq_init = ins.init(g, &format!("{wname}_quantized"), Tensor::from_raw(DataType::INT8, w.dims.clone(), wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>()));
-        let ws = ins.init(g, &format!("{wname}_scale"), Tensor::from_f32(vec![wq.scales.len() as i64], &wq.scales));
-        let mmi = ins.node(g, "MatMulInteger", &format!("{label}_MatMulInteger"), vec![Some(xq), Some(wq_init), Some(xz)], vec![], &format!("{label}_int32"));
-        let cast = ins.node(g, "Cast", &format!("{label}_Cast"), vec![Some(mmi)], vec![Attribute::new("to", AttrValue::Int(DataType::FLOAT.0 as i64))], &format!("{label}_float"));
-        let scale = ins.node(g, "Mul", &format!("{label}_scale_Mul"), vec![Some(xs), Some(ws)], vec![], &format!("{label}_scale"));
-        let y = ValueId { node: id, output: 0 };
+        let wq_init = ins.init(
+            g,
+            &format!("{wname}_quantized"),
+            Tensor::from_raw(
+                DataType::INT8,
+                w.dims.clone(),
+                wq.values.iter().map(|&v| v as u8).collect::<Vec<u8>>(),
+            ),
+        );
+        let ws = ins.init(
+            g,
+            &format!("{wname}_scale"),
+            Tensor::from_f32(vec![wq.scales.len() as i64], &wq.scales),
+        );
+        let mmi = ins.node(
+            g,
+            "MatMulInteger",
+            &format!("{label}_MatMulInteger"),
+            vec![Some(xq), Some(wq_init), Some(xz)],
+            vec![],
+            &format!("{label}_int32"),
+        );
+        let cast = ins.node(
+            g,
+            "Cast",
+            &format!("{label}_Cast"),
+            vec![Some(mmi)],
+            vec![Attribute::new(
+                "to",
+                AttrValue::Int(DataType::FLOAT.0 as i64),
+            )],
+            &format!("{label}_float"),
+        );
+        let scale = ins.node(
+            g,
+            "Mul",
+            &format!("{label}_scale_Mul"),
+            vec![Some(xs), Some(ws)],
+            vec![],
+            &format!("{label}_scale"),
+        );
+        let y = ValueId {
+            node: id,
+            output: 0,
+        };
         let yname = g.value(y).name.clone();
         let yty = g.value(y).ty.clone();
         g.value_mut(y).name = util::fresh_name(&mut ins.names, &format!("{yname}__float"));
-        let mut out = ins.node(g, "Mul", &format!("{label}_dequantize"), vec![Some(cast), Some(scale)], vec![], &format!("{yname}_dequantized"));
+        let mut out = ins.node(
+            g,
+            "Mul",
+            &format!("{label}_dequantize"),
+            vec![Some(cast), Some(scale)],
+            vec![],
+            &format!("{yname}_dequantized"),
+        );
         if let Some(b) = bias {
-            out = ins.node(g, "Add", &format!("{label}_bias"), vec![Some(out), Some(b)], vec![], &format!("{yname}_biased"));
+            out = ins.node(
+                g,
+                "Add",
+                &format!("{label}_bias"),
+                vec![Some(out), Some(b)],
+                vec![],
+                &format!("{yname}_biased"),
+            );
         }
         g.value_mut(out).name = yname;
         g.value_mut(out).ty = yty;
@@ -456,7 +746,11 @@ pub fn dynamic(model: &Model, opts: &QuantOptions) -> Result<(Model, QuantReport
         ins.report.quantized_nodes.push(label);
     }
     util::remove_dead(g);
-    let report = QuantReport { per_channel: true, ..ins.report };
-    crate::ir::validate::validate(&m).map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
+    let report = QuantReport {
+        per_channel: true,
+        ..ins.report
+    };
+    crate::ir::validate::validate(&m)
+        .map_err(|e| QuantError::Other(format!("quantized model is invalid: {e}")))?;
     Ok((m, report))
 }

@@ -34,14 +34,23 @@ pub fn activation(r: Range, t: ActType, symmetric: bool) -> QParams {
     if symmetric {
         let a = lo.abs().max(hi.abs());
         let scale = if a > 0.0 { a / 127.0 } else { 1.0 };
-        return QParams { scale, zero_point: if t == ActType::U8 { 128 } else { 0 } };
+        return QParams {
+            scale,
+            zero_point: if t == ActType::U8 { 128 } else { 0 },
+        };
     }
     if hi - lo <= 0.0 {
-        return QParams { scale: 1.0, zero_point: if t == ActType::U8 { 0 } else { 0 } };
+        return QParams {
+            scale: 1.0,
+            zero_point: if t == ActType::U8 { 0 } else { 0 },
+        };
     }
     let scale = (hi - lo) / (qmax - qmin) as f32;
     let zp = (qmin as f32 - (lo / scale).round()).clamp(qmin as f32, qmax as f32) as i32;
-    QParams { scale, zero_point: zp }
+    QParams {
+        scale,
+        zero_point: zp,
+    }
 }
 
 /// Zero-point tensor of the activation type.
@@ -63,21 +72,38 @@ pub struct QuantizedWeight {
 pub fn quantize_weight(w: &[f32], dims: &[i64], axis: usize, per_channel: bool) -> QuantizedWeight {
     let channels = if per_channel { dims[axis] as usize } else { 1 };
     let inner: usize = dims[axis + 1..].iter().product::<i64>() as usize;
-    let channel_of = |i: usize| if per_channel { (i / inner) % channels } else { 0 };
+    let channel_of = |i: usize| {
+        if per_channel {
+            (i / inner) % channels
+        } else {
+            0
+        }
+    };
     let mut maxabs = vec![0.0f32; channels];
     for (i, &v) in w.iter().enumerate() {
         let c = channel_of(i);
         maxabs[c] = maxabs[c].max(v.abs());
     }
-    let scales: Vec<f32> = maxabs.iter().map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 }).collect();
-    let values = w.iter().enumerate().map(|(i, &v)| round_half_even(v / scales[channel_of(i)]).clamp(-127.0, 127.0) as i8).collect();
+    let scales: Vec<f32> = maxabs
+        .iter()
+        .map(|&m| if m > 0.0 { m / 127.0 } else { 1.0 })
+        .collect();
+    let values = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| round_half_even(v / scales[channel_of(i)]).clamp(-127.0, 127.0) as i8)
+        .collect();
     QuantizedWeight { values, scales }
 }
 
 /// Round half to even, as QuantizeLinear specifies.
 pub fn round_half_even(x: f32) -> f32 {
     let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 { r - x.signum() } else { r }
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +130,13 @@ mod tests {
         let p = activation(r(2.0, 2.0), ActType::U8, false);
         assert!((p.scale - 2.0 / 255.0).abs() < 1e-9);
         // All zeros: scale 1, zero point 0.
-        assert_eq!(activation(r(0.0, 0.0), ActType::U8, false), QParams { scale: 1.0, zero_point: 0 });
+        assert_eq!(
+            activation(r(0.0, 0.0), ActType::U8, false),
+            QParams {
+                scale: 1.0,
+                zero_point: 0
+            }
+        );
     }
 
     #[test]

@@ -24,13 +24,30 @@ pub struct BenchReport {
 fn summarize(mut t: Vec<f64>) -> Latency {
     t.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = t.len();
-    let median = if n % 2 == 1 { t[n / 2] } else { (t[n / 2 - 1] + t[n / 2]) / 2.0 };
-    Latency { median_ms: median, min_ms: t[0], max_ms: t[n - 1], runs: n }
+    let median = if n % 2 == 1 {
+        t[n / 2]
+    } else {
+        (t[n / 2 - 1] + t[n / 2]) / 2.0
+    };
+    Latency {
+        median_ms: median,
+        min_ms: t[0],
+        max_ms: t[n - 1],
+        runs: n,
+    }
 }
 
-pub fn bench(models: &[&Model], inputs: &[Tensor], runs: usize, warmup: usize) -> Result<BenchReport, RunError> {
+pub fn bench(
+    models: &[&Model],
+    inputs: &[Tensor],
+    runs: usize,
+    warmup: usize,
+) -> Result<BenchReport, RunError> {
     let runs = runs.max(1);
-    let runners = models.iter().map(|m| Runner::from_model(m, inputs)).collect::<Result<Vec<_>, _>>()?;
+    let runners = models
+        .iter()
+        .map(|m| Runner::from_model(m, inputs))
+        .collect::<Result<Vec<_>, _>>()?;
     for r in &runners {
         for _ in 0..warmup {
             r.run(inputs)?;

@@ -30,7 +30,11 @@ impl Default for Tolerance {
     /// `atol 1e-5, rtol 1e-4`: float32 reassociation in a lossless rewrite (a fused BatchNorm, a
     /// folded constant) moves outputs by a few ulps; far tighter than any accuracy-relevant change.
     fn default() -> Self {
-        Tolerance { atol: 1e-5, rtol: 1e-4, min_cosine: None }
+        Tolerance {
+            atol: 1e-5,
+            rtol: 1e-4,
+            min_cosine: None,
+        }
     }
 }
 
@@ -102,41 +106,68 @@ struct Acc {
 
 impl Acc {
     fn new() -> Acc {
-        Acc { cos_min: 1.0, ..Acc::default() }
+        Acc {
+            cos_min: 1.0,
+            ..Acc::default()
+        }
     }
 }
 
 fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
     if t.dtype == DataType::DOUBLE {
         let b = t.to_le_bytes()?;
-        return Some(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect());
+        return Some(
+            b.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        );
     }
     if t.dtype.is_float() {
-        return t.to_f32_vec().map(|v| v.into_iter().map(f64::from).collect());
+        return t
+            .to_f32_vec()
+            .map(|v| v.into_iter().map(f64::from).collect());
     }
-    t.to_i64_vec().map(|v| v.into_iter().map(|x| x as f64).collect())
+    t.to_i64_vec()
+        .map(|v| v.into_iter().map(|x| x as f64).collect())
 }
 
 fn top_k(row: &[f64], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..row.len()).collect();
-    idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
+    idx.sort_by(|&a, &b| {
+        row[b]
+            .partial_cmp(&row[a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
     idx.truncate(k);
     idx
 }
 
 /// Folds one sample of one output into the accumulator.
-fn accumulate(acc: &mut Acc, candidate: &Tensor, reference: &Tensor, tol: &Tolerance, classes: bool) {
+fn accumulate(
+    acc: &mut Acc,
+    candidate: &Tensor,
+    reference: &Tensor,
+    tol: &Tolerance,
+    classes: bool,
+) {
     acc.samples += 1;
     acc.dtype.get_or_insert(reference.dtype);
     if acc.shape.is_empty() {
         acc.shape = reference.dims.clone();
     }
     if candidate.dtype != reference.dtype {
-        acc.failure.get_or_insert(format!("dtype {} vs reference {}", candidate.dtype, reference.dtype));
+        acc.failure.get_or_insert(format!(
+            "dtype {} vs reference {}",
+            candidate.dtype, reference.dtype
+        ));
         return;
     }
     if candidate.dims != reference.dims {
-        acc.failure.get_or_insert(format!("shape {:?} vs reference {:?}", candidate.dims, reference.dims));
+        acc.failure.get_or_insert(format!(
+            "shape {:?} vs reference {:?}",
+            candidate.dims, reference.dims
+        ));
         return;
     }
     let exact = !reference.dtype.is_float();
@@ -147,13 +178,18 @@ fn accumulate(acc: &mut Acc, candidate: &Tensor, reference: &Tensor, tol: &Toler
         return;
     }
     let (Some(a), Some(b)) = (as_f64(candidate), as_f64(reference)) else {
-        acc.failure.get_or_insert(format!("cannot compare {} values", reference.dtype));
+        acc.failure
+            .get_or_insert(format!("cannot compare {} values", reference.dtype));
         return;
     };
     let (mut dot, mut na, mut nb, mut noise) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for (&x, &y) in a.iter().zip(&b) {
         let both_nan = x.is_nan() && y.is_nan();
-        let d = if both_nan || x == y { 0.0 } else { (x - y).abs() };
+        let d = if both_nan || x == y {
+            0.0
+        } else {
+            (x - y).abs()
+        };
         if d.is_nan() {
             acc.allclose_fail = true;
             acc.max_abs = f64::NAN;
@@ -207,12 +243,19 @@ fn accumulate(acc: &mut Acc, candidate: &Tensor, reference: &Tensor, tol: &Toler
 }
 
 fn finish(name: &str, acc: Acc, tol: &Tolerance) -> OutputReport {
-    let failed_values = if tol.min_cosine.is_some() { acc.cos_fail } else { acc.allclose_fail };
+    let failed_values = if tol.min_cosine.is_some() {
+        acc.cos_fail
+    } else {
+        acc.allclose_fail
+    };
     let mut failure = acc.failure;
     if failure.is_none() && failed_values {
         failure = Some(match tol.min_cosine {
             Some(c) => format!("cosine {:.6} below {c}", acc.cos_min),
-            None => format!("max_abs {:.3e} outside atol {} + rtol {}·|ref|", acc.max_abs, tol.atol, tol.rtol),
+            None => format!(
+                "max_abs {:.3e} outside atol {} + rtol {}·|ref|",
+                acc.max_abs, tol.atol, tol.rtol
+            ),
         });
     }
     OutputReport {
@@ -220,10 +263,18 @@ fn finish(name: &str, acc: Acc, tol: &Tolerance) -> OutputReport {
         dtype: acc.dtype.map(|d| d.to_string()).unwrap_or_default(),
         shape: acc.shape,
         max_abs: acc.max_abs,
-        mean_abs: if acc.count > 0 { acc.sum_abs / acc.count as f64 } else { 0.0 },
+        mean_abs: if acc.count > 0 {
+            acc.sum_abs / acc.count as f64
+        } else {
+            0.0
+        },
         max_rel: acc.max_rel,
         cosine: acc.cos_min,
-        cosine_mean: if acc.samples > 0 { acc.cos_sum / acc.samples as f64 } else { 1.0 },
+        cosine_mean: if acc.samples > 0 {
+            acc.cos_sum / acc.samples as f64
+        } else {
+            1.0
+        },
         sqnr_db: acc.sqnr_min,
         top1_agreement: (acc.rows > 0).then(|| acc.top1 as f64 / acc.rows as f64),
         top5_agreement: (acc.rows > 0).then(|| acc.top5 as f64 / acc.rows as f64),
@@ -241,7 +292,11 @@ fn is_classes(name: &str, t: &Tensor, named: &[String]) -> bool {
 }
 
 fn output_names(m: &Model) -> Vec<String> {
-    m.graph.outputs.iter().map(|o| m.graph.value(o.value).name.clone()).collect()
+    m.graph
+        .outputs
+        .iter()
+        .map(|o| m.graph.value(o.value).name.clone())
+        .collect()
 }
 
 fn ms(t: Instant) -> f64 {
@@ -276,7 +331,9 @@ pub fn compare_models(
     tol: &Tolerance,
     opts: &CompareOptions,
 ) -> Result<Report, VerifyError> {
-    let first = samples.first().ok_or_else(|| VerifyError::Other("no samples".into()))?;
+    let first = samples
+        .first()
+        .ok_or_else(|| VerifyError::Other("no samples".into()))?;
     let t0 = Instant::now();
     let r = Runner::from_model(reference, &first.inputs).map_err(VerifyError::Reference)?;
     let mut reference_ms = ms(t0);
@@ -287,11 +344,17 @@ pub fn compare_models(
     let cnames = output_names(candidate);
     // Candidate output index for each reference output.
     let mapping: Vec<Option<usize>> = if rnames.iter().all(|n| cnames.contains(n)) {
-        rnames.iter().map(|n| cnames.iter().position(|c| c == n)).collect()
+        rnames
+            .iter()
+            .map(|n| cnames.iter().position(|c| c == n))
+            .collect()
     } else if rnames.len() == cnames.len() {
         (0..rnames.len()).map(Some).collect()
     } else {
-        rnames.iter().map(|n| cnames.iter().position(|c| c == n)).collect()
+        rnames
+            .iter()
+            .map(|n| cnames.iter().position(|c| c == n))
+            .collect()
     };
     let mut accs: Vec<Acc> = rnames.iter().map(|_| Acc::new()).collect();
     let mut compare_ms = 0.0;
@@ -308,22 +371,30 @@ pub fn compare_models(
             match mapping[i] {
                 Some(j) => {
                     let classes = is_classes(name, &want[i], &opts.classes);
-                    let before = accs[i].allclose_fail || accs[i].cos_fail || accs[i].failure.is_some();
+                    let before =
+                        accs[i].allclose_fail || accs[i].cos_fail || accs[i].failure.is_some();
                     accumulate(&mut accs[i], &got[j], &want[i], tol, classes);
-                    let after = accs[i].allclose_fail || accs[i].cos_fail || accs[i].failure.is_some();
+                    let after =
+                        accs[i].allclose_fail || accs[i].cos_fail || accs[i].failure.is_some();
                     if after && !before && failing_sample.is_none() {
                         failing_sample = Some(k);
                     }
                 }
                 None => {
-                    accs[i].failure.get_or_insert(format!("the candidate has no output '{name}'"));
+                    accs[i]
+                        .failure
+                        .get_or_insert(format!("the candidate has no output '{name}'"));
                 }
             }
         }
         compare_ms += ms(t0);
     }
     let t0 = Instant::now();
-    let outputs: Vec<OutputReport> = rnames.iter().zip(accs).map(|(n, a)| finish(n, a, tol)).collect();
+    let outputs: Vec<OutputReport> = rnames
+        .iter()
+        .zip(accs)
+        .map(|(n, a)| finish(n, a, tol))
+        .collect();
     compare_ms += ms(t0);
     let passed = outputs.iter().all(|o| o.passed);
     let located = match (passed, opts.locate, failing_sample) {
@@ -335,13 +406,24 @@ pub fn compare_models(
         samples: samples.len(),
         outputs,
         located,
-        timing: Timing { reference_ms, candidate_ms, compare_ms },
+        timing: Timing {
+            reference_ms,
+            candidate_ms,
+            compare_ms,
+        },
     })
 }
 
 /// Runs one model and compares with the expected outputs stored in the samples.
-pub fn compare_expected(model: &Model, samples: &[Sample], tol: &Tolerance, opts: &CompareOptions) -> Result<Report, VerifyError> {
-    let first = samples.first().ok_or_else(|| VerifyError::Other("no samples".into()))?;
+pub fn compare_expected(
+    model: &Model,
+    samples: &[Sample],
+    tol: &Tolerance,
+    opts: &CompareOptions,
+) -> Result<Report, VerifyError> {
+    let first = samples
+        .first()
+        .ok_or_else(|| VerifyError::Other("no samples".into()))?;
     let names = output_names(model);
     if samples.iter().all(|s| s.expected.is_empty()) {
         return Err(VerifyError::Other(
@@ -377,21 +459,33 @@ pub fn compare_expected(model: &Model, samples: &[Sample], tol: &Tolerance, opts
         samples: samples.len(),
         outputs,
         located: None,
-        timing: Timing { reference_ms: 0.0, candidate_ms, compare_ms },
+        timing: Timing {
+            reference_ms: 0.0,
+            candidate_ms,
+            compare_ms,
+        },
     })
 }
 
 /// Exposes every operator output that exists under the same name in both models as an extra graph
 /// output, runs both on the sample, and returns the first (in the reference's topological order)
 /// whose values leave the tolerance.
-fn locate(reference: &Model, candidate: &Model, sample: &Sample, tol: &Tolerance) -> Result<Option<Located>, VerifyError> {
+fn locate(
+    reference: &Model,
+    candidate: &Model,
+    sample: &Sample,
+    tol: &Tolerance,
+) -> Result<Option<Located>, VerifyError> {
     let cand_names: std::collections::HashSet<&str> = candidate
         .graph
         .ops()
         .flat_map(|(_, n, _)| n.outputs.iter().map(|v| v.name.as_str()))
         .filter(|n| !n.is_empty())
         .collect();
-    let order = reference.graph.topo_order().map_err(|e| VerifyError::Other(e.to_string()))?;
+    let order = reference
+        .graph
+        .topo_order()
+        .map_err(|e| VerifyError::Other(e.to_string()))?;
     let mut shared = Vec::new();
     for id in order {
         let n = reference.graph.node(id);
@@ -399,8 +493,17 @@ fn locate(reference: &Model, candidate: &Model, sample: &Sample, tol: &Tolerance
             continue;
         }
         for (k, v) in n.outputs.iter().enumerate() {
-            if cand_names.contains(v.name.as_str()) && !reference.graph.is_graph_output(crate::ir::ValueId { node: id, output: k }) {
-                shared.push((v.name.clone(), n.display_name().to_string(), n.op_type().to_string()));
+            if cand_names.contains(v.name.as_str())
+                && !reference.graph.is_graph_output(crate::ir::ValueId {
+                    node: id,
+                    output: k,
+                })
+            {
+                shared.push((
+                    v.name.clone(),
+                    n.display_name().to_string(),
+                    n.op_type().to_string(),
+                ));
             }
         }
     }
@@ -412,20 +515,34 @@ fn locate(reference: &Model, candidate: &Model, sample: &Sample, tol: &Tolerance
         m.graph.outputs.clear();
         for (name, _, _) in &shared {
             if let Some(v) = m.graph.find_value(name) {
-                m.graph.outputs.push(GraphOutput { value: v, ty: None, doc_string: String::new(), metadata_props: vec![] });
+                m.graph.outputs.push(GraphOutput {
+                    value: v,
+                    ty: None,
+                    doc_string: String::new(),
+                    metadata_props: vec![],
+                });
             }
         }
         m
     };
     let (r, c) = (expose(reference), expose(candidate));
-    let want = Runner::from_model(&r, &sample.inputs).and_then(|x| x.run(&sample.inputs)).map_err(VerifyError::Reference)?;
-    let got = Runner::from_model(&c, &sample.inputs).and_then(|x| x.run(&sample.inputs)).map_err(VerifyError::Candidate)?;
+    let want = Runner::from_model(&r, &sample.inputs)
+        .and_then(|x| x.run(&sample.inputs))
+        .map_err(VerifyError::Reference)?;
+    let got = Runner::from_model(&c, &sample.inputs)
+        .and_then(|x| x.run(&sample.inputs))
+        .map_err(VerifyError::Candidate)?;
     for (k, (name, node, op)) in shared.iter().enumerate() {
         let mut acc = Acc::new();
         accumulate(&mut acc, &got[k], &want[k], tol, false);
         let rep = finish(name, acc, tol);
         if !rep.passed {
-            return Ok(Some(Located { node: node.clone(), op_type: op.clone(), value: name.clone(), max_abs: rep.max_abs }));
+            return Ok(Some(Located {
+                node: node.clone(),
+                op_type: op.clone(),
+                value: name.clone(),
+                max_abs: rep.max_abs,
+            }));
         }
     }
     Ok(None)
@@ -435,7 +552,13 @@ fn locate(reference: &Model, candidate: &Model, sample: &Sample, tol: &Tolerance
 pub fn render(report: &Report) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let w = report.outputs.iter().map(|x| x.name.len()).max().unwrap_or(6).max(6);
+    let w = report
+        .outputs
+        .iter()
+        .map(|x| x.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     writeln!(
         o,
         "{:w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>9}  {:>6}  result",
@@ -443,9 +566,19 @@ pub fn render(report: &Report) -> String {
     )
     .unwrap();
     for x in &report.outputs {
-        let sq = x.sqnr_db.map(|s| format!("{s:.1}")).unwrap_or_else(|| "inf".into());
-        let t1 = x.top1_agreement.map(|t| format!("{:.3}", t)).unwrap_or_else(|| "-".into());
-        let res = if x.passed { "ok".to_string() } else { format!("FAIL: {}", x.failure.clone().unwrap_or_default()) };
+        let sq = x
+            .sqnr_db
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|| "inf".into());
+        let t1 = x
+            .top1_agreement
+            .map(|t| format!("{:.3}", t))
+            .unwrap_or_else(|| "-".into());
+        let res = if x.passed {
+            "ok".to_string()
+        } else {
+            format!("FAIL: {}", x.failure.clone().unwrap_or_default())
+        };
         writeln!(
             o,
             "{:w$}  {:>10.3e}  {:>10.3e}  {:>10.3e}  {:>10.7}  {:>9}  {:>6}  {res}",
@@ -464,7 +597,12 @@ pub fn render(report: &Report) -> String {
     )
     .unwrap();
     if let Some(l) = &report.located {
-        writeln!(o, "first divergence: node '{}' ({}) output '{}', max_abs {:.3e}", l.node, l.op_type, l.value, l.max_abs).unwrap();
+        writeln!(
+            o,
+            "first divergence: node '{}' ({}) output '{}', max_abs {:.3e}",
+            l.node, l.op_type, l.value, l.max_abs
+        )
+        .unwrap();
     }
     o
 }
@@ -476,13 +614,23 @@ mod tests {
     fn run(a: &[f32], b: &[f32], tol: &Tolerance) -> OutputReport {
         let mut acc = Acc::new();
         let n = a.len() as i64;
-        accumulate(&mut acc, &Tensor::from_f32(vec![n], a), &Tensor::from_f32(vec![n], b), tol, false);
+        accumulate(
+            &mut acc,
+            &Tensor::from_f32(vec![n], a),
+            &Tensor::from_f32(vec![n], b),
+            tol,
+            false,
+        );
         finish("y", acc, tol)
     }
 
     #[test]
     fn nan_and_inf_equal_themselves() {
-        let r = run(&[f32::NAN, f32::INFINITY, 1.0], &[f32::NAN, f32::INFINITY, 1.0], &Tolerance::default());
+        let r = run(
+            &[f32::NAN, f32::INFINITY, 1.0],
+            &[f32::NAN, f32::INFINITY, 1.0],
+            &Tolerance::default(),
+        );
         assert!(r.passed, "{:?}", r.failure);
         let r = run(&[f32::NAN, 1.0], &[0.0, 1.0], &Tolerance::default());
         assert!(!r.passed);
@@ -490,12 +638,19 @@ mod tests {
 
     #[test]
     fn allclose_and_cosine_rules() {
-        let tol = Tolerance { atol: 1e-3, rtol: 0.0, min_cosine: None };
+        let tol = Tolerance {
+            atol: 1e-3,
+            rtol: 0.0,
+            min_cosine: None,
+        };
         assert!(run(&[1.0005, 2.0], &[1.0, 2.0], &tol).passed);
         let r = run(&[1.01, 2.0], &[1.0, 2.0], &tol);
         assert!(!r.passed);
         assert!((r.max_abs - 0.01).abs() < 1e-6);
-        let cos = Tolerance { min_cosine: Some(0.99), ..tol };
+        let cos = Tolerance {
+            min_cosine: Some(0.99),
+            ..tol
+        };
         assert!(run(&[1.01, 2.0], &[1.0, 2.0], &cos).passed);
         assert!(!run(&[-1.0, 2.0], &[1.0, 2.0], &cos).passed);
     }

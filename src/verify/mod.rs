@@ -11,8 +11,8 @@ pub use compare::{compare_expected, compare_models, CompareOptions, Report, Tole
 use crate::export;
 use crate::ir::{self, DataType, Model, Tensor};
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue, Tensor as TTensor, TypedRunnableModel,
-    TypedModel,
+    DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTValue,
+    Tensor as TTensor, TypedModel, TypedRunnableModel,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +62,9 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, RunError>) -> Result<T, RunError> 
     IN_TRACT.with(|t| t.set(was));
     match result {
         Ok(r) => r,
-        Err(_) => Err(RunError::Panicked(PANIC_MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut())))),
+        Err(_) => Err(RunError::Panicked(
+            PANIC_MESSAGE.with(|m| std::mem::take(&mut *m.borrow_mut())),
+        )),
     }
 }
 
@@ -110,8 +112,12 @@ pub fn to_tract(t: &Tensor) -> Result<TTensor, String> {
     let dt = tract_dtype(t.dtype).ok_or_else(|| format!("tract has no {} tensors", t.dtype))?;
     let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
     if let ir::TensorData::Strings(s) = &t.data {
-        let v: Vec<String> = s.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
-        let arr = tract_onnx::prelude::tract_ndarray::Array::from_shape_vec(shape, v).map_err(|e| e.to_string())?;
+        let v: Vec<String> = s
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let arr = tract_onnx::prelude::tract_ndarray::Array::from_shape_vec(shape, v)
+            .map_err(|e| e.to_string())?;
         return Ok(arr.into_dyn().into());
     }
     let bytes = t.to_le_bytes().ok_or("no byte form")?;
@@ -131,13 +137,18 @@ pub fn from_tract(t: &TTensor) -> Result<Tensor, String> {
         let t = t.cast_to::<i64>().map_err(|e| format!("{e:#}"))?;
         return from_tract(&t);
     }
-    let dt = onnx_dtype(t.datum_type()).ok_or_else(|| format!("no ONNX type for tract {:?}", t.datum_type()))?;
+    let dt = onnx_dtype(t.datum_type())
+        .ok_or_else(|| format!("no ONNX type for tract {:?}", t.datum_type()))?;
     let dims: Vec<i64> = t.shape().iter().map(|&d| d as i64).collect();
     if dt == DataType::STRING {
         let view = t.try_as_plain_ram().map_err(|e| format!("{e:#}"))?;
         let s = view.as_slice::<String>().map_err(|e| format!("{e:#}"))?;
         let mut out = Tensor::from_raw(dt, dims, Vec::new());
-        out.data = ir::TensorData::Strings(s.iter().map(|x| bytes::Bytes::from(x.clone().into_bytes())).collect());
+        out.data = ir::TensorData::Strings(
+            s.iter()
+                .map(|x| bytes::Bytes::from(x.clone().into_bytes()))
+                .collect(),
+        );
         return Ok(out);
     }
     Ok(Tensor::from_raw(dt, dims, t.as_bytes().to_vec()))
@@ -178,16 +189,28 @@ impl Runner {
             let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
             model
                 .set_input_fact(i, InferenceFact::dt_shape(dt, shape))
-                .map_err(|e| RunError::Input { name: format!("#{i}"), message: first_line(&e) })?;
+                .map_err(|e| RunError::Input {
+                    name: format!("#{i}"),
+                    message: first_line(&e),
+                })?;
         }
-        let typed: TypedModel = model.into_optimized().map_err(|e| RunError::Unsupported(first_line(&e)))?;
+        let typed: TypedModel = model
+            .into_optimized()
+            .map_err(|e| RunError::Unsupported(first_line(&e)))?;
         let output_names = typed
             .output_outlets()
             .map_err(|e| RunError::Unsupported(first_line(&e)))?
             .iter()
-            .map(|o| typed.outlet_label(*o).map(str::to_string).unwrap_or_else(|| typed.node(o.node).name.clone()))
+            .map(|o| {
+                typed
+                    .outlet_label(*o)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| typed.node(o.node).name.clone())
+            })
             .collect();
-        let plan = typed.into_runnable().map_err(|e| RunError::Unsupported(first_line(&e)))?;
+        let plan = typed
+            .into_runnable()
+            .map_err(|e| RunError::Unsupported(first_line(&e)))?;
         Ok(Runner { plan, output_names })
     }
 
@@ -211,10 +234,22 @@ impl Runner {
         let tv = inputs
             .iter()
             .enumerate()
-            .map(|(i, t)| to_tract(t).map(|t| t.into_tvalue()).map_err(|message| RunError::Input { name: format!("#{i}"), message }))
+            .map(|(i, t)| {
+                to_tract(t)
+                    .map(|t| t.into_tvalue())
+                    .map_err(|message| RunError::Input {
+                        name: format!("#{i}"),
+                        message,
+                    })
+            })
             .collect::<Result<_, _>>()?;
-        let out = self.plan.run(tv).map_err(|e| RunError::Run(first_line(&e)))?;
-        out.iter().map(|t| from_tract(t).map_err(RunError::Run)).collect()
+        let out = self
+            .plan
+            .run(tv)
+            .map_err(|e| RunError::Run(first_line(&e)))?;
+        out.iter()
+            .map(|t| from_tract(t).map_err(RunError::Run))
+            .collect()
     }
 }
 
@@ -230,11 +265,18 @@ pub fn sane_for_tract(model: &Model) -> Result<(), RunError> {
             for a in &op.attributes {
                 let out_of_range = match (a.name.as_str(), &a.value) {
                     ("axis", ir::AttrValue::Int(v)) => v.abs() > MAX_AXIS,
-                    ("axes" | "perm", ir::AttrValue::Ints(v)) => v.iter().any(|x| x.abs() > MAX_AXIS),
+                    ("axes" | "perm", ir::AttrValue::Ints(v)) => {
+                        v.iter().any(|x| x.abs() > MAX_AXIS)
+                    }
                     _ => false,
                 };
                 if out_of_range && bad.is_none() {
-                    bad = Some(format!("node '{}' ({}) has {} out of range", n.display_name(), op.op_type, a.name));
+                    bad = Some(format!(
+                        "node '{}' ({}) has {} out of range",
+                        n.display_name(),
+                        op.op_type,
+                        a.name
+                    ));
                 }
             }
         }
@@ -261,7 +303,9 @@ fn name_onnx_node(model: &Model, message: &str) -> String {
         }
     });
     match found {
-        Some((op, name)) => format!("op {op} in ONNX node '{name}' is not supported by tract ({message})"),
+        Some((op, name)) => {
+            format!("op {op} in ONNX node '{name}' is not supported by tract ({message})")
+        }
         None => message.to_string(),
     }
 }
@@ -275,13 +319,22 @@ fn first_line(e: &impl std::fmt::Display) -> String {
 /// equality on the others. `Err` describes the first difference.
 pub fn allclose(actual: &Tensor, expected: &Tensor, atol: f64, rtol: f64) -> Result<(), String> {
     if actual.dtype != expected.dtype {
-        return Err(format!("dtype {} != expected {}", actual.dtype, expected.dtype));
+        return Err(format!(
+            "dtype {} != expected {}",
+            actual.dtype, expected.dtype
+        ));
     }
     if actual.dims != expected.dims {
-        return Err(format!("shape {:?} != expected {:?}", actual.dims, expected.dims));
+        return Err(format!(
+            "shape {:?} != expected {:?}",
+            actual.dims, expected.dims
+        ));
     }
     if actual.dtype.is_float() {
-        let (a, b) = (actual.to_f32_vec().ok_or("undecodable")?, expected.to_f32_vec().ok_or("undecodable")?);
+        let (a, b) = (
+            actual.to_f32_vec().ok_or("undecodable")?,
+            expected.to_f32_vec().ok_or("undecodable")?,
+        );
         for (i, (&x, &y)) in a.iter().zip(&b).enumerate() {
             let (x, y) = (x as f64, y as f64);
             let ok = (x.is_nan() && y.is_nan()) || x == y || (x - y).abs() <= atol + rtol * y.abs();
