@@ -323,13 +323,7 @@ impl Pass for FuseBias {
                         node: add,
                         output: 0,
                     };
-                    let add_name = g.value(add_out).name.clone();
-                    let add_ty = g.value(add_out).ty.clone();
-                    g.value_mut(add_out).name =
-                        util::fresh_name(&mut names, &format!("{add_name}__fused"));
-                    g.value_mut(post_out).name = add_name;
-                    g.value_mut(post_out).ty = add_ty;
-                    g.replace_all_uses(add_out, post_out, true);
+                    util::take_over(g, &mut names, add_out, post_out, "__fused");
                     let _ = g.remove_node(add);
                     let _ = g.remove_node(matmul);
                     changed = true;
@@ -362,13 +356,7 @@ impl Pass for FuseBias {
                         node: add,
                         output: 0,
                     };
-                    let add_name = g.value(add_out).name.clone();
-                    let add_ty = g.value(add_out).ty.clone();
-                    g.value_mut(add_out).name =
-                        util::fresh_name(&mut names, &format!("{add_name}__fused"));
-                    g.value_mut(gemm_out).name = add_name;
-                    g.value_mut(gemm_out).ty = add_ty;
-                    g.replace_all_uses(add_out, gemm_out, true);
+                    util::take_over(g, &mut names, add_out, gemm_out, "__fused");
                     let _ = g.remove_node(add);
                     let _ = g.remove_node(matmul);
                     changed = true;

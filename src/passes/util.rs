@@ -150,6 +150,25 @@ pub fn add_initializer(g: &mut Graph, name: &str, mut t: Tensor) -> ValueId {
     }
 }
 
+/// `new` takes over `old`'s name, declared type and every use (graph outputs included); `old` keeps
+/// a fresh `{name}{suffix}` name so both stay unique until dead-code elimination removes it.
+pub fn take_over(
+    g: &mut Graph,
+    names: &mut HashSet<String>,
+    old: ValueId,
+    new: ValueId,
+    suffix: &str,
+) {
+    let name = g.value(old).name.clone();
+    let ty = g.value(old).ty.clone();
+    g.value_mut(old).name = fresh_name(names, &format!("{name}{suffix}"));
+    g.value_mut(new).name = name;
+    if ty.is_some() {
+        g.value_mut(new).ty = ty;
+    }
+    g.replace_all_uses(old, new, true);
+}
+
 /// Makes `old` a constant: a new initializer takes over its name and every use (graph outputs
 /// included); the old producer keeps a renamed, now unused output for dead-code elimination.
 pub fn replace_with_constant(
