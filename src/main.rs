@@ -116,6 +116,15 @@ struct QuantizeArgs {
     exclude_nodes: Vec<String>,
     #[arg(long, value_delimiter = ',')]
     exclude_ops: Vec<String>,
+    /// Keep a Conv in float when each output element takes fewer multiply-adds than this
+    /// (C_in/group x kernel size): depthwise and RGB first-layer convs are slower in int8 once the
+    /// Q/DQ around them is paid. 0 quantizes every Conv.
+    #[arg(long, value_name = "N", default_value_t = onnxopt::quant::MIN_CONV_MACS_PER_OUTPUT)]
+    min_conv_macs: i64,
+    /// Keep the weights of those small float Convs in float32 (default: float16 + Cast, which
+    /// runtimes fold at load; half the bytes).
+    #[arg(long)]
+    no_f16_weights: bool,
     /// Save the calibration table (JSON).
     #[arg(long, value_name = "FILE", conflicts_with = "table")]
     save_table: Option<PathBuf>,
@@ -614,6 +623,8 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         per_channel: !a.per_tensor,
         exclude_nodes: a.exclude_nodes.clone(),
         exclude_ops: a.exclude_ops.clone(),
+        min_conv_macs_per_output: a.min_conv_macs,
+        f16_small_conv_weights: !a.no_f16_weights,
         ..QuantOptions::default()
     };
     if let Some(ops) = &a.ops {

@@ -218,6 +218,24 @@ impl Runner {
     /// op type and node name.
     pub fn from_model(model: &Model, inputs: &[Tensor]) -> Result<Runner, RunError> {
         sane_for_tract(model)?;
+        // Declared types may name the inputs' symbols (`N,16,112,112`, in value_info too) that
+        // the concrete inputs now fix: bind them, or tract fails to unify a symbol with a number.
+        let bound;
+        let model = if inputs.is_empty() || model.graph.inputs().len() != inputs.len() {
+            model
+        } else {
+            let shapes: Vec<(String, Vec<i64>)> = model
+                .graph
+                .inputs()
+                .iter()
+                .zip(inputs)
+                .map(|(&i, t)| (model.graph.node(i).outputs[0].name.clone(), t.dims.clone()))
+                .collect();
+            let mut m = model.clone();
+            crate::optimize::fix_input_shapes(&mut m, &shapes);
+            bound = m;
+            &bound
+        };
         let bytes = export::to_bytes_inline(model)?;
         Runner::from_bytes(&bytes, inputs).map_err(|e| match e {
             RunError::Unsupported(m) => RunError::Unsupported(name_onnx_node(model, &m)),
