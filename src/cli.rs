@@ -210,6 +210,34 @@ pub fn samples(
     Ok(all)
 }
 
+/// `args.random` (else `default_n`) seeded random samples made one at a time: what `samples` would
+/// return for random-only args, without holding them all.
+pub fn random_stream(
+    model: &Model,
+    args: &SampleArgs,
+    default_n: usize,
+) -> Result<crate::inputs::RandomSamples> {
+    use crate::inputs;
+    let shapes = args
+        .input_shapes
+        .iter()
+        .map(|s| inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let specs = inputs::specs(model, &shapes)?;
+    let mut ranges = inputs::RandomRanges::default();
+    if let Some(f) = args.float_range {
+        ranges.float = f;
+    }
+    if let Some(i) = args.int_range {
+        ranges.int = i;
+    }
+    let n = args.random.unwrap_or(default_n);
+    if n == 0 {
+        bail!(inputs::InputError::NoSamples);
+    }
+    Ok(inputs::RandomSamples::new(&specs, n, args.seed, ranges)?)
+}
+
 /// Whether any initializer of the main graph was read from external data.
 pub fn has_external_data(m: &Model) -> bool {
     m.graph.nodes().any(|(_, n)| match &n.kind {
@@ -230,4 +258,11 @@ pub fn model_bytes(path: &Path, external_files: &[String]) -> u64 {
             .iter()
             .map(|f| size(&dir.join(f)))
             .sum::<u64>()
+}
+
+/// Reads a calibration table saved by `quantize --save-table`.
+pub fn read_table(p: &Path) -> Result<crate::quant::calib::CalibrationTable> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("'{}' is not a calibration table", p.display()))
 }

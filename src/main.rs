@@ -180,6 +180,16 @@ struct OptimizeArgs {
     /// Validate the IR after every pass.
     #[arg(long)]
     validate_each: bool,
+    /// Calibration samples for the `insert-qdq` pass (same formats as --inputs). Repeatable.
+    #[arg(long, value_name = "PATH")]
+    calibration: Vec<PathBuf>,
+    /// A calibration table saved by `quantize --save-table`, for the `insert-qdq` pass.
+    #[arg(long, value_name = "FILE", conflicts_with = "calibration")]
+    table: Option<PathBuf>,
+    /// Pass the check when every output's cosine to the original is at least this (instead of
+    /// --atol/--rtol); default 0.99 when `insert-qdq` runs.
+    #[arg(long, value_name = "C")]
+    min_cosine: Option<f64>,
     /// Allow OUT to be the input file itself.
     #[arg(long)]
     in_place: bool,
@@ -451,11 +461,40 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         .iter()
         .map(|s| onnxopt::inputs::parse_shape_flag(s))
         .collect::<Result<Vec<_>, _>>()?;
+    let quantizes = a
+        .passes
+        .as_ref()
+        .is_some_and(|p| p.iter().any(|n| n == "insert-qdq"));
+    let quant = if quantizes {
+        let table = match &a.table {
+            Some(p) => Some(cli::read_table(p)?),
+            None => None,
+        };
+        let samples = if a.calibration.is_empty() {
+            Vec::new()
+        } else {
+            let sargs = cli::SampleArgs {
+                inputs: a.calibration.clone(),
+                input_shapes: a.samples.input_shape.clone(),
+                ..Default::default()
+            };
+            cli::samples(&original, &sargs, 0)?
+        };
+        Some(onnxopt::quant::QuantSetup {
+            samples,
+            table,
+            method: onnxopt::quant::calib::Method::MinMax,
+            opts: Default::default(),
+        })
+    } else {
+        None
+    };
     let opts = OptimizeOptions {
         passes: a.passes.clone(),
         skip: a.skip.clone(),
         input_shapes: input_shapes.clone(),
         validate_each: a.validate_each,
+        quant,
     };
     let (optimized, pm, mut report) = run_passes(&original, &opts)?;
     let mut passed = true;
@@ -466,10 +505,11 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         }
         let samples = cli::samples(&original, &sargs, a.check)
             .context("the equivalence check needs samples (or pass --no-check)")?;
+        let min_cosine = a.min_cosine.or(quantizes.then_some(0.99));
         let tol = Tolerance {
             atol: a.atol,
             rtol: a.rtol,
-            min_cosine: None,
+            min_cosine,
         };
         let (r, culprit) = check(&original, &optimized, &pm, &samples, &tol, &input_shapes)
             .context(
@@ -597,6 +637,10 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     })
 }
 
+/// Samples of a random-only calibration stream reused for the accuracy report: enough for a
+/// stable cosine, few enough that memory stays flat when calibrating on hundreds.
+const EVAL_FROM_RANDOM: usize = 8;
+
 fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
     use onnxopt::quant::{self, calib::Method, params::ActType, QuantOptions};
     use onnxopt::verify::{compare::render, compare_models, CompareOptions, Tolerance};
@@ -637,33 +681,32 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         input_shapes: a.input_shape.clone(),
         ..Default::default()
     };
-    let calibration = if a.dynamic {
-        Vec::new()
-    } else if a.calibration.is_empty() && a.random.is_none() && a.table.is_none() {
+    // Random-only calibration is streamed (one sample in memory whatever N is); files are read.
+    let random_only = !a.dynamic && a.calibration.is_empty() && a.table.is_none();
+    if !a.dynamic && a.calibration.is_empty() && a.random.is_none() && a.table.is_none() {
         anyhow::bail!("give --calibration PATH (or --table FILE, or --random N to try things out)");
-    } else if a.calibration.is_empty() && a.table.is_none() {
-        cli::samples(&original, &sample_args(&[], a.random), 8)?
-    } else if !a.calibration.is_empty() {
-        cli::samples(&original, &sample_args(&a.calibration, a.random), 0)?
-    } else {
+    }
+    let calibration = if a.calibration.is_empty() {
         Vec::new()
+    } else {
+        cli::samples(&original, &sample_args(&a.calibration, a.random), 0)?
     };
     let table = match &a.table {
         _ if a.dynamic => Default::default(),
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("'{}' is not a calibration table", p.display()))?
-        }
+        Some(p) => cli::read_table(p)?,
         None => {
             let method = match a.method.as_str() {
                 "percentile" => Method::Percentile(a.percentile),
                 "entropy" => Method::Entropy,
                 _ => Method::MinMax,
             };
-            quant::calibrate(&float, &calibration, method, &opts)
-                .context("calibration in tract failed")?
+            let calibrated = if random_only {
+                let stream = cli::random_stream(&original, &sample_args(&[], a.random), 8)?;
+                quant::calibrate(&float, stream, method, &opts)
+            } else {
+                quant::calibrate(&float, calibration.iter().cloned(), method, &opts)
+            };
+            calibrated.context("calibration in tract failed")?
         }
     };
     if let Some(p) = &a.save_table {
@@ -682,8 +725,13 @@ fn quantize(a: QuantizeArgs) -> Result<ExitCode> {
         cli::samples(&original, &sample_args(&a.eval, None), 0)?
     } else if a.dynamic {
         cli::samples(&original, &sample_args(&[], Some(a.random.unwrap_or(4))), 4)?
+    } else if random_only {
+        // The first (at most 8) of the same seeded stream.
+        cli::random_stream(&original, &sample_args(&[], a.random), 8)?
+            .take(EVAL_FROM_RANDOM)
+            .collect()
     } else {
-        calibration.clone()
+        calibration
     };
     if !eval.is_empty() {
         let r = compare_models(

@@ -16,6 +16,8 @@ pub struct OptimizeOptions {
     pub skip: Vec<String>,
     pub input_shapes: Vec<(String, Vec<i64>)>,
     pub validate_each: bool,
+    /// Calibration data and policy for `insert-qdq`.
+    pub quant: Option<crate::quant::QuantSetup>,
 }
 
 #[derive(Clone, Debug, Serialize, Default)]
@@ -56,7 +58,11 @@ pub fn pipeline(opts: &OptimizeOptions) -> Result<Vec<passes::Step>, PassError> 
             .iter()
             .map(|n| passes::find(n).map(|p| p.name))
             .collect::<Result<_, _>>()?,
-        None => passes::PASSES.iter().map(|p| p.name).collect(),
+        None => passes::PASSES
+            .iter()
+            .filter(|p| p.lossless)
+            .map(|p| p.name)
+            .collect(),
     };
     for s in &opts.skip {
         passes::find(s)?;
@@ -140,6 +146,7 @@ pub fn run_passes(
     let mut pm = PassManager::new(pipeline(opts)?);
     pm.validate_each |= opts.validate_each;
     let mut cx = PassContext::new(opts.input_shapes.clone());
+    cx.quant = opts.quant.clone();
     let t0 = Instant::now();
     pm.run(&mut m, &mut cx)?;
     crate::ir::validate::validate(&m)

@@ -224,54 +224,95 @@ pub fn random(
     seed: u64,
     ranges: RandomRanges,
 ) -> Result<Vec<Sample>, InputError> {
-    let mut dims_of = Vec::new();
-    for s in specs {
-        let dims = s
-            .dims
-            .as_ref()
-            .ok_or_else(|| err(&s.name, "has no declared shape; give --input-shape"))?;
-        let mut fixed = Vec::new();
-        for d in dims {
-            match d {
-                Dim::Fixed(v) => fixed.push(*v),
-                Dim::Symbol(sym) => {
-                    return Err(err(
-                        &s.name,
-                        format!(
-                            "dim '{sym}' is symbolic; fix it with --input-shape {}=...",
-                            s.name
-                        ),
-                    ))
-                }
-                Dim::Unknown => {
-                    return Err(err(
-                        &s.name,
-                        format!(
-                            "has an unknown dim; fix it with --input-shape {}=...",
-                            s.name
-                        ),
-                    ))
+    Ok(RandomSamples::new(specs, n, seed, ranges)?.collect())
+}
+
+/// The samples of [`random`], made one at a time, so a consumer that streams them (calibration)
+/// holds one sample in memory whatever `n` is.
+pub struct RandomSamples {
+    inputs: Vec<(DataType, Vec<i64>)>,
+    left: usize,
+    rng: SplitMix,
+    ranges: RandomRanges,
+}
+
+impl RandomSamples {
+    pub fn new(
+        specs: &[InputSpec],
+        n: usize,
+        seed: u64,
+        ranges: RandomRanges,
+    ) -> Result<RandomSamples, InputError> {
+        let mut inputs = Vec::new();
+        for s in specs {
+            let dims = s
+                .dims
+                .as_ref()
+                .ok_or_else(|| err(&s.name, "has no declared shape; give --input-shape"))?;
+            let mut fixed = Vec::new();
+            for d in dims {
+                match d {
+                    Dim::Fixed(v) => fixed.push(*v),
+                    Dim::Symbol(sym) => {
+                        return Err(err(
+                            &s.name,
+                            format!(
+                                "dim '{sym}' is symbolic; fix it with --input-shape {}=...",
+                                s.name
+                            ),
+                        ))
+                    }
+                    Dim::Unknown => {
+                        return Err(err(
+                            &s.name,
+                            format!(
+                                "has an unknown dim; fix it with --input-shape {}=...",
+                                s.name
+                            ),
+                        ))
+                    }
                 }
             }
+            if crate::ir::tensor::element_count(&fixed).is_none_or(|c| c > (1 << 30)) {
+                return Err(err(
+                    &s.name,
+                    format!("shape {} is too large for random data", dims_str(&fixed)),
+                ));
+            }
+            let supported = matches!(
+                s.dtype,
+                DataType::FLOAT | DataType::DOUBLE | DataType::FLOAT16 | DataType::BOOL
+            ) || (s.dtype.bits().is_some() && !s.dtype.is_float());
+            if !supported {
+                return Err(err(&s.name, format!("cannot make random {} data", s.dtype)));
+            }
+            inputs.push((s.dtype, fixed));
         }
-        if crate::ir::tensor::element_count(&fixed).is_none_or(|c| c > (1 << 30)) {
-            return Err(err(
-                &s.name,
-                format!("shape {} is too large for random data", dims_str(&fixed)),
-            ));
-        }
-        dims_of.push(fixed);
+        Ok(RandomSamples {
+            inputs,
+            left: n,
+            rng: SplitMix::new(seed),
+            ranges,
+        })
     }
-    let mut rng = SplitMix::new(seed);
-    let mut samples = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut inputs = Vec::with_capacity(specs.len());
-        for (s, dims) in specs.iter().zip(&dims_of) {
+}
+
+impl Iterator for RandomSamples {
+    type Item = Sample;
+
+    fn next(&mut self) -> Option<Sample> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let rng = &mut self.rng;
+        let (flo, fhi) = self.ranges.float;
+        let (ilo, ihi) = self.ranges.int;
+        let mut inputs = Vec::with_capacity(self.inputs.len());
+        for (dtype, dims) in &self.inputs {
             let count = dims.iter().product::<i64>() as usize;
-            let (flo, fhi) = ranges.float;
-            let (ilo, ihi) = ranges.int;
             let mut float = || flo + (fhi - flo) * rng.next_f64();
-            let bytes: Vec<u8> = match s.dtype {
+            let bytes: Vec<u8> = match *dtype {
                 DataType::FLOAT => (0..count)
                     .flat_map(|_| (float() as f32).to_le_bytes())
                     .collect(),
@@ -280,9 +321,9 @@ pub fn random(
                     .flat_map(|_| half::f16::from_f64(float()).to_le_bytes())
                     .collect(),
                 DataType::BOOL => (0..count).map(|_| (rng.next_u64() >> 63) as u8).collect(),
-                dt if dt.bits().is_some() && !dt.is_float() => {
+                dt => {
                     let width = (ihi - ilo).max(1) as u64;
-                    let bytes_per = dt.bits().unwrap() / 8;
+                    let bytes_per = dt.bits().unwrap_or(8) / 8;
                     (0..count)
                         .flat_map(|_| {
                             let v = ilo + (rng.next_u64() % width) as i64;
@@ -290,16 +331,14 @@ pub fn random(
                         })
                         .collect()
                 }
-                dt => return Err(err(&s.name, format!("cannot make random {dt} data"))),
             };
-            inputs.push(Tensor::from_raw(s.dtype, dims.clone(), bytes));
+            inputs.push(Tensor::from_raw(*dtype, dims.clone(), bytes));
         }
-        samples.push(Sample {
+        Some(Sample {
             inputs,
             expected: BTreeMap::new(),
-        });
+        })
     }
-    Ok(samples)
 }
 
 /// Loads samples from a path: an `.npz` file, an `.npy` file (single-input models), a folder of

@@ -17,6 +17,7 @@ pub mod fuse_scale;
 pub mod fuse_slices;
 pub mod fuse_transposes;
 pub mod identity;
+pub mod insert_qdq;
 pub mod util;
 
 use crate::ir::{validate, Graph, Model};
@@ -27,17 +28,19 @@ use std::time::Instant;
 pub enum PassError {
     #[error("{0}")]
     Broken(String),
-    #[error("pass {pass} failed after [{after}]: {source}")]
+    // `cause`, not `source`: the message already includes it, and a `source` would make `{:#}`
+    // print it twice.
+    #[error("pass {pass} failed after [{after}]: {cause}")]
     Failed {
         pass: String,
         after: String,
-        source: Box<PassError>,
+        cause: Box<PassError>,
     },
-    #[error("pass {pass} left an invalid graph (after [{after}]): {source}")]
+    #[error("pass {pass} left an invalid graph (after [{after}]): {cause}")]
     Invalid {
         pass: String,
         after: String,
-        source: validate::ValidateError,
+        cause: validate::ValidateError,
     },
     #[error("unknown pass '{0}'; `onnxopt passes` lists them")]
     Unknown(String),
@@ -53,6 +56,8 @@ pub struct PassContext {
     pub input_shapes: Vec<(String, Vec<i64>)>,
     /// `(pass, message)` for every construct a pass declined, so users learn why.
     pub skipped: Vec<(String, String)>,
+    /// What `insert-qdq` needs: calibration samples or a table, and the policy.
+    pub quant: Option<crate::quant::QuantSetup>,
     current: &'static str,
     facts: Option<std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>>>,
 }
@@ -102,6 +107,9 @@ pub struct PassInfo {
     pub name: &'static str,
     pub summary: &'static str,
     pub make: fn() -> Box<dyn Pass>,
+    /// Part of the lossless pipeline; false for passes that change outputs on purpose and need
+    /// data (`insert-qdq`), which run only when named.
+    pub lossless: bool,
 }
 
 /// Every pass, in the order the lossless pipeline runs them.
@@ -110,61 +118,79 @@ pub static PASSES: &[PassInfo] = &[
         name: "fold-constants",
         summary: "evaluate constant regions (incl. static shape computations) in tract, with a size guard",
         make: || Box::new(fold_constants::FoldConstants),
+        lossless: true,
     },
     PassInfo {
         name: "eliminate-identity",
         summary: "remove Identity, inference Dropout and no-op Cast/Reshape/Transpose/Pad/Expand/Concat/Split/Slice",
         make: || Box::new(identity::EliminateIdentity),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-batch-norm",
         summary: "fold BatchNormalization into a preceding Conv, ConvTranspose or Gemm with constant weights",
         make: || Box::new(fuse_batch_norm::FuseBatchNorm),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-bias",
         summary: "fold a per-channel constant Add into Conv bias; MatMul + Add into Gemm",
         make: || Box::new(fuse_bias::FuseBias),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-scale",
         summary: "fold a scalar or per-channel constant Mul into Conv/Gemm weights and bias",
         make: || Box::new(fuse_scale::FuseScale),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-pad",
         summary: "fold a zero constant Pad on spatial axes into the following Conv's pads",
         make: || Box::new(fuse_pad::FusePad),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-transposes",
         summary: "merge consecutive Transposes; drop ones that cancel",
         make: || Box::new(fuse_transposes::FuseTransposes),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-reshapes",
         summary: "merge Reshape/Flatten chains; x.view(x.size(0), -1) becomes Flatten",
         make: || Box::new(fuse_reshapes::FuseReshapes),
+        lossless: true,
     },
     PassInfo {
         name: "fuse-slices",
         summary: "merge a Slice of a Slice on other axes into one Slice",
         make: || Box::new(fuse_slices::FuseSlices),
+        lossless: true,
     },
     PassInfo {
         name: "eliminate-common-subexpression",
         summary: "merge nodes with the same op, attributes and inputs",
         make: || Box::new(common_subexpression::EliminateCommonSubexpression),
+        lossless: true,
     },
     PassInfo {
         name: "dedupe-initializers",
         summary: "merge initializers with identical dtype, shape and bytes",
         make: || Box::new(dedupe_initializers::DedupeInitializers),
+        lossless: true,
     },
     PassInfo {
         name: "eliminate-dead-code",
         summary: "remove nodes and initializers no output depends on (graph inputs stay)",
         make: || Box::new(dead_code::EliminateDeadCode),
+        lossless: true,
+    },
+    PassInfo {
+        name: "insert-qdq",
+        summary: "int8 QDQ quantization (needs --calibration or --table; see `onnxopt quantize`)",
+        make: || Box::new(insert_qdq::InsertQdq),
+        lossless: false,
     },
 ];
 
@@ -195,7 +221,11 @@ pub mod pipelines {
     /// The whole lossless pipeline, to a fixed point.
     pub fn lossless() -> Vec<Step> {
         vec![Step::Fixpoint {
-            passes: super::PASSES.iter().map(|p| p.name).collect(),
+            passes: super::PASSES
+                .iter()
+                .filter(|p| p.lossless)
+                .map(|p| p.name)
+                .collect(),
             max_rounds: MAX_ROUNDS,
         }]
     }
@@ -288,13 +318,13 @@ impl PassManager {
         let changed = pass.run(model, cx).map_err(|e| PassError::Failed {
             pass: name.to_string(),
             after: after(),
-            source: Box::new(e),
+            cause: Box::new(e),
         })?;
         if self.validate_each || changed && cfg!(debug_assertions) {
-            validate::validate(model).map_err(|source| PassError::Invalid {
+            validate::validate(model).map_err(|cause| PassError::Invalid {
                 pass: name.to_string(),
                 after: after(),
-                source,
+                cause,
             })?;
         }
         let (n1, b1) = size_of(model);

@@ -103,6 +103,13 @@ pub fn attr_ints(n: &Node, name: &str) -> Option<Vec<i64>> {
         .map(|v| v.to_vec())
 }
 
+pub fn attr_str(n: &Node, name: &str) -> Option<String> {
+    match n.op().and_then(|op| op.attr(name)).map(|a| &a.value) {
+        Some(AttrValue::String(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
 pub fn attr_float(n: &Node, name: &str, default: f32) -> f32 {
     match n.op().and_then(|op| op.attr(name)).map(|a| &a.value) {
         Some(AttrValue::Float(f)) => *f,

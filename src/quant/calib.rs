@@ -182,8 +182,9 @@ impl Stat {
 pub fn collect(
     model: &Model,
     values: &[String],
-    samples: &[Sample],
+    samples: impl IntoIterator<Item = Sample>,
 ) -> Result<BTreeMap<String, Stat>, RunError> {
+    let mut samples = samples.into_iter().peekable();
     let mut m = model.clone();
     let g = &mut m.graph;
     let mut exposed = Vec::new();
@@ -205,12 +206,14 @@ pub fn collect(
         .iter()
         .map(|o| g.value(o.value).name.clone())
         .collect();
-    let first = samples.first().map(|s| s.inputs.as_slice()).unwrap_or(&[]);
-    let runner = Runner::from_model(&m, first)?;
+    let first = samples.peek().map(|s| s.inputs.clone()).unwrap_or_default();
+    let runner = Runner::from_model(&m, &first)?;
+    drop(first);
     let mut stats: BTreeMap<String, Stat> = exposed
         .iter()
         .map(|n| (n.clone(), Stat::default()))
         .collect();
+    // One sample at a time: memory is one sample and its exposed values, whatever the count.
     for s in samples {
         let outs: Vec<Tensor> = runner.run(&s.inputs)?;
         for (name, t) in names.iter().zip(&outs) {

@@ -1,15 +1,21 @@
 //! Int8 post-training quantization in QDQ form: calibrate ([`calib`]), turn ranges into scales and
 //! zero points ([`params`]), insert QuantizeLinear/DequantizeLinear ([`insert_qdq`]).
 //!
-//! Policy (this version): Conv, Gemm and MatMul with a constant float weight are quantized — the
+//! Policy: Conv, ConvTranspose, Gemm and MatMul with a constant float weight are quantized — the
 //! activation input and the output per tensor (one Q→DQ pair per value, shared by every quantized
 //! consumer), the weight per output channel (int8, symmetric, stored quantized so the file shrinks),
-//! the bias as int32 with `scale = s_x·s_w` and zero point 0. Values produced or read by Softmax are
-//! never quantized (tract mis-evaluates DQ→Softmax→Q→DQ, and Softmax is precision-sensitive).
-//! Per-channel DequantizeLinear needs opset ≥ 13; older models get per-tensor weights, and models
-//! below opset 10 (no QuantizeLinear at all) are refused.
+//! the bias as int32 with `scale = s_x·s_w` and zero point 0. A Relu/Clip that is the output's only
+//! reader is absorbed into its range. Ops that only move or select values ([`PASS_THROUGH`]:
+//! MaxPool, Reshape, Transpose, Flatten, Squeeze/Unsqueeze, Resize …) take their input's scale and
+//! zero point, and a Concat of quantized inputs the union of their ranges, so runtimes run them on
+//! int8 data. Convs too cheap to gain from int8 ([`MIN_CONV_MACS_PER_OUTPUT`]) stay float with
+//! float16 weights. Values produced or read by Softmax are never quantized (tract mis-evaluates
+//! DQ→Softmax→Q→DQ, and Softmax is precision-sensitive). Per-channel DequantizeLinear needs opset
+//! ≥ 13: older models are raised to 13 when every op keeps its meaning ([`opset`]), else weights go
+//! per tensor; models below opset 10 (no QuantizeLinear at all) are refused.
 
 pub mod calib;
+pub mod opset;
 pub mod params;
 
 use crate::ir::{
@@ -67,13 +73,28 @@ impl Default for QuantOptions {
             activations: ActType::U8,
             symmetric: false,
             per_channel: true,
-            ops: vec!["Conv".into(), "Gemm".into(), "MatMul".into()],
+            ops: vec![
+                "Conv".into(),
+                "ConvTranspose".into(),
+                "Gemm".into(),
+                "MatMul".into(),
+            ],
             exclude_nodes: vec![],
             exclude_ops: vec![],
             min_conv_macs_per_output: MIN_CONV_MACS_PER_OUTPUT,
             f16_small_conv_weights: true,
         }
     }
+}
+
+/// Everything `insert-qdq` needs when run as a pass: calibration samples (or a saved table), the
+/// range method and the policy.
+#[derive(Clone, Debug)]
+pub struct QuantSetup {
+    pub samples: Vec<crate::inputs::Sample>,
+    pub table: Option<CalibrationTable>,
+    pub method: calib::Method,
+    pub opts: QuantOptions,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -166,11 +187,15 @@ fn candidate(g: &Graph, id: NodeId, opts: &QuantOptions) -> Result<(), String> {
         return Err("weight is not float".into());
     }
     let rank_ok = match op.op_type.as_str() {
-        "Conv" => wt.dims.len() >= 3,
+        "Conv" | "ConvTranspose" => wt.dims.len() >= 3,
         _ => wt.dims.len() == 2,
     };
     if !rank_ok {
         return Err(format!("weight shape {:?} not supported", wt.dims));
+    }
+    if op.op_type == "ConvTranspose" && util::attr_int(n, "group", 1) != 1 {
+        // Weight axis 1 holds C_out/group: per-channel scales would not line up with the bias.
+        return Err("grouped ConvTranspose".into());
     }
     if op.op_type == "Conv" {
         if let Some(macs) = too_small_for_int8(g, id, opts) {
@@ -225,7 +250,10 @@ fn half_weight(g: &mut Graph, names: &mut HashSet<String>, id: NodeId) -> bool {
     let Some(vals) = w.to_f32_vec() else {
         return false;
     };
-    if vals.iter().any(|v| !v.is_finite() || v.abs() > f32::from(half::f16::MAX)) {
+    if vals
+        .iter()
+        .any(|v| !v.is_finite() || v.abs() > f32::from(half::f16::MAX))
+    {
         return false;
     }
     let dims = w.dims.clone();
@@ -237,7 +265,10 @@ fn half_weight(g: &mut Graph, names: &mut HashSet<String>, id: NodeId) -> bool {
     let hname = util::fresh_name(names, &format!("{wname}_float16"));
     let h = util::add_initializer(g, &hname, Tensor::from_raw(DataType::FLOAT16, dims, raw));
     let mut cast = Op::new("Cast");
-    cast.attributes = vec![Attribute::new("to", AttrValue::Int(DataType::FLOAT.0 as i64))];
+    cast.attributes = vec![Attribute::new(
+        "to",
+        AttrValue::Int(DataType::FLOAT.0 as i64),
+    )];
     let out = util::fresh_name(names, &format!("{wname}_cast"));
     let node_name = util::fresh_name(names, &format!("{wname}_Cast"));
     let c = g.add_node(Node::new(
@@ -249,6 +280,37 @@ fn half_weight(g: &mut Graph, names: &mut HashSet<String>, id: NodeId) -> bool {
     g.set_input(id, 1, Some(ValueId { node: c, output: 0 }));
     true
 }
+
+/// The data input of `v`'s producer when that is a [`PASS_THROUGH`] op.
+fn pass_through_input(g: &Graph, v: ValueId) -> Option<ValueId> {
+    let n = g.node(v.node);
+    let op = n.op().filter(|o| o.is_default_domain())?;
+    if v.output != 0 || !PASS_THROUGH.contains(&op.op_type.as_str()) {
+        return None;
+    }
+    if op.op_type == "Resize" && util::attr_str(n, "mode").is_some_and(|m| m == "cubic") {
+        return None; // cubic interpolation overshoots the input's range
+    }
+    n.inputs().first().copied().flatten()
+}
+
+/// Ops whose output values are input values moved, selected or (Resize nearest/linear, pooling
+/// maxima) kept inside the input's range: their output shares the input's quantization.
+pub const PASS_THROUGH: &[&str] = &[
+    "MaxPool",
+    "GlobalMaxPool",
+    "Reshape",
+    "Transpose",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Resize",
+    "Slice",
+    "Gather",
+    "Identity",
+    "DepthToSpace",
+    "SpaceToDepth",
+];
 
 struct Inserter<'a> {
     names: HashSet<String>,
@@ -298,8 +360,22 @@ impl Inserter<'_> {
             return Some(r);
         }
         let name = g.value(v).name.clone();
-        let range = *self.table.ranges.get(&name)?;
-        let p = params::activation(range, self.opts.activations, self.opts.symmetric);
+        if let Some(x) = pass_through_input(g, v) {
+            // A chain of pass-through ops (Transpose → Reshape → Flatten) after a quantized value:
+            // quantize each link so every op in it reads int8 data.
+            if !self.twins.contains_key(&x) && self.reaches_quantized(g, x) {
+                if let Some((xdq, _)) = self.activation(g, x) {
+                    g.set_input(v.node, 0, Some(xdq));
+                }
+            }
+        }
+        let p = match self.inherited(g, v) {
+            Some(p) => p,
+            None => {
+                let range = *self.table.ranges.get(&name)?;
+                params::activation(range, self.opts.activations, self.opts.symmetric)
+            }
+        };
         let scale = self.init(
             g,
             &format!("{name}_scale"),
@@ -339,6 +415,45 @@ impl Inserter<'_> {
         Some((d, p))
     }
 
+    /// Parameters `v` takes from its producer's already-quantized input when the producer only
+    /// moves or selects values ([`PASS_THROUGH`]): the same scale and zero point, so runtimes run
+    /// the op on int8 data (`DQ → MaxPool → Q` with equal parameters becomes an int8 MaxPool). A
+    /// Concat of dequantized inputs gets the union of their ranges (runtimes requantize each input).
+    fn inherited(&self, g: &Graph, v: ValueId) -> Option<QParams> {
+        let n = g.node(v.node);
+        let op = n.op().filter(|o| o.is_default_domain())?;
+        if op.op_type == "Concat" {
+            let ps: Vec<QParams> = n
+                .inputs()
+                .iter()
+                .map(|i| i.and_then(|i| self.twins.get(&i).copied()))
+                .collect::<Option<_>>()?;
+            let qmax = match self.opts.activations {
+                ActType::U8 => 255.0,
+                ActType::I8 => 127.0,
+            };
+            let qmin = qmax - 255.0;
+            let (lo, hi) = ps.iter().fold((0f32, 0f32), |(lo, hi), p| {
+                let zp = p.zero_point as f32;
+                (lo.min((qmin - zp) * p.scale), hi.max((qmax - zp) * p.scale))
+            });
+            let range = calib::Range { min: lo, max: hi };
+            return Some(params::activation(
+                range,
+                self.opts.activations,
+                self.opts.symmetric,
+            ));
+        }
+        self.twins.get(&pass_through_input(g, v)?).copied()
+    }
+
+    /// Whether `v` is, or is reached through pass-through ops from, a value already quantized.
+    fn reaches_quantized(&self, g: &Graph, v: ValueId) -> bool {
+        self.twins.contains_key(&v)
+            || self.dq.contains_key(&v)
+            || pass_through_input(g, v).is_some_and(|x| self.reaches_quantized(g, x))
+    }
+
     fn quantize_node(&mut self, g: &mut Graph, id: NodeId) -> Result<(), String> {
         let n = g.node(id).clone();
         let op = n.op().unwrap().op_type.clone();
@@ -349,14 +464,19 @@ impl Inserter<'_> {
             output: 0,
         };
         let xname = g.value(x).name.clone();
-        if !self.twins.contains_key(&x) && !self.table.ranges.contains_key(&xname) {
+        if !self.twins.contains_key(&x)
+            && !self.table.ranges.contains_key(&xname)
+            && self.inherited(g, x).is_none()
+        {
             return Err(format!("no calibration range for input '{xname}'"));
         }
         let w = g.constant(wv).unwrap().clone();
         let wvals = w.to_f32_vec().ok_or("undecodable weight")?;
-        // Output channels: Conv axis 0; Gemm axis 0 with transB else 1; MatMul axis 1.
+        // Output channels: Conv axis 0; ConvTranspose axis 1 ([C_in, C_out/group, k…]); Gemm
+        // axis 0 with transB else 1; MatMul axis 1.
         let axis = match op.as_str() {
             "Conv" => 0,
+            "ConvTranspose" => 1,
             "Gemm" if util::attr_int(&n, "transB", 0) == 1 => 0,
             _ => 1,
         };
@@ -531,13 +651,22 @@ pub fn insert_qdq(
     }
     let mut opts = opts.clone();
     let mut notes = Vec::new();
-    if opset < 13 && opts.per_channel {
-        opts.per_channel = false;
-        notes.push(format!(
-            "opset {opset} < 13 has no per-axis DequantizeLinear: weights are quantized per tensor"
-        ));
-    }
     let mut m = model.clone();
+    if opset < 13 && opts.per_channel {
+        match opset::upgrade_to_13(&mut m) {
+            Ok(from) => notes.push(format!(
+                "default-domain opset raised from {from} to 13 for per-channel weights (every op \
+                 in the model keeps its meaning)"
+            )),
+            Err(why) => {
+                opts.per_channel = false;
+                notes.push(format!(
+                    "opset {opset} < 13 has no per-axis DequantizeLinear and the model cannot be \
+                     raised to 13 ({why}): weights are quantized per tensor"
+                ));
+            }
+        }
+    }
     let g = &mut m.graph;
     let mut ins = Inserter {
         names: util::all_names(g),
@@ -588,15 +717,17 @@ pub fn insert_qdq(
 /// Calibrates the values `opts` would quantize on the samples.
 pub fn calibrate(
     model: &Model,
-    samples: &[crate::inputs::Sample],
+    samples: impl IntoIterator<Item = crate::inputs::Sample>,
     method: calib::Method,
     opts: &QuantOptions,
 ) -> Result<CalibrationTable, crate::verify::RunError> {
     let values = values_to_calibrate(model, opts);
-    let stats = calib::collect(model, &values, samples)?;
+    let mut count = 0;
+    let counted = samples.into_iter().inspect(|_| count += 1);
+    let stats = calib::collect(model, &values, counted)?;
     Ok(CalibrationTable {
         method: format!("{method:?}"),
-        samples: samples.len(),
+        samples: count,
         ranges: stats
             .iter()
             .map(|(k, s)| (k.clone(), s.range_for(method)))

@@ -100,6 +100,8 @@ def check(binary, model, tmp):
 QUANTIZE = [
     ("fixtures/cnn.onnx", ["--calibration", "fixtures/cnn_samples.npz"], 0.99),
     ("fixtures/cnn_opset11.onnx", ["--random", "8"], 0.99),
+    ("fixtures/qdq_ops.onnx", ["--random", "8"], 0.99),
+    ("fixtures/qdq_ops.onnx", ["--random", "8", "--min-conv-macs", "0"], 0.99),
     ("fixtures/mlp.onnx", ["--random", "8", "--input-shape", "x=2,64"], 0.99),
     ("fixtures/transformer.onnx", ["--random", "8"], 0.99),
     ("fixtures/transformer.onnx", ["--dynamic"], 0.99),
