@@ -40,6 +40,7 @@ pub mod import;
 pub mod inputs;
 pub mod ir;
 pub mod passes;
+pub mod prune;
 pub mod quant;
 pub mod verify;
 

@@ -74,8 +74,63 @@ enum Command {
         after_help = "Examples:\n  onnxopt quantize model.onnx -o model.int8.onnx --calibration calib.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib/ --method percentile --percentile 99.99 --eval eval.npz\n  onnxopt quantize model.onnx -o q.onnx --calibration calib.npz --save-table table.json\n  onnxopt quantize model.onnx -o q.onnx --table table.json --exclude-nodes head/Conv"
     )]
     Quantize(QuantizeArgs),
+    /// Structured channel pruning: find coupled channel groups, score channels, remove the least
+    /// important, slice the tensors, then run the lossless clean-up and report what it cost.
+    #[command(
+        after_help = "Examples:\n  onnxopt prune model.onnx -o small.onnx --ratio 0.3\n  onnxopt prune model.onnx -o small.onnx --ratio 0.3 --criterion activation-mean --calibration calib.npz --eval eval.npz\n  onnxopt prune model.onnx -o small.onnx --ratio 0.5 --global --max-layer-ratio 0.7 --round-to 8 --exclude head/Conv"
+    )]
+    Prune(PruneArgs),
     /// List every pass with its summary.
     Passes,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    model: PathBuf,
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Fraction of each group's channels to remove (0 changes nothing).
+    #[arg(long, default_value_t = 0.3)]
+    ratio: f64,
+    /// Channel importance: l1, l2, bn-scale, activation-mean or activation-entropy.
+    #[arg(long, default_value = "l1", value_parser = ["l1", "l2", "bn-scale", "activation-mean", "activation-entropy"])]
+    criterion: String,
+    /// Samples for data-driven criteria and bias compensation (same formats as verify --inputs).
+    #[arg(long, value_name = "PATH")]
+    calibration: Vec<PathBuf>,
+    /// Use N seeded random samples as calibration data (for trying things out).
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long = "input-shape", value_name = "NAME=DIMS")]
+    input_shape: Vec<String>,
+    /// Rank channels across all groups instead of per group.
+    #[arg(long)]
+    global: bool,
+    /// With --global: the most any one group may lose.
+    #[arg(long, default_value_t = 0.9)]
+    max_layer_ratio: f64,
+    /// Keep channel counts multiples of K.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    round_to: usize,
+    /// Per-layer ratio, by producer node name: NAME=R. Repeatable.
+    #[arg(long, value_name = "NAME=R")]
+    layer: Vec<String>,
+    /// Never prune the group of this producer node. Repeatable.
+    #[arg(long, value_name = "NODE")]
+    exclude: Vec<String>,
+    /// Do not fold the mean of removed channels into the next layer's bias.
+    #[arg(long)]
+    no_compensation: bool,
+    /// Held-out samples: report verify metrics of the pruned model against the original.
+    #[arg(long, value_name = "PATH")]
+    eval: Vec<PathBuf>,
+    /// Write the pruning report (JSON).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    #[arg(long)]
+    in_place: bool,
 }
 
 #[derive(Args)]
@@ -354,6 +409,7 @@ fn run(args: Cli) -> Result<ExitCode> {
         Command::Verify(a) => return verify(a),
         Command::Optimize(a) => return optimize(a),
         Command::Quantize(a) => return quantize(a),
+        Command::Prune(a) => return prune(a),
         Command::Passes => {
             let w = onnxopt::passes::PASSES
                 .iter()
@@ -635,6 +691,161 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn prune(a: PruneArgs) -> Result<ExitCode> {
+    use onnxopt::prune::{self, PruneOptions};
+    use onnxopt::verify::{compare::render, compare_models, CompareOptions, Tolerance};
+    cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
+    let (mut original, _) = cli::load(&a.model)?;
+    let input_shapes = a
+        .input_shape
+        .iter()
+        .map(|s| onnxopt::inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    onnxopt::optimize::fix_input_shapes(&mut original, &input_shapes);
+    let layer_ratios = a
+        .layer
+        .iter()
+        .map(|l| {
+            let (n, r) = l
+                .rsplit_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--layer wants NAME=RATIO, got '{l}'"))?;
+            let r: f64 = r
+                .parse()
+                .ok()
+                .filter(|r: &f64| (0.0..=1.0).contains(r))
+                .ok_or_else(|| anyhow::anyhow!("--layer {l}: the ratio must be in [0, 1]"))?;
+            Ok((n.to_string(), r))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if !(0.0..=1.0).contains(&a.ratio) || !(0.0..=1.0).contains(&a.max_layer_ratio) {
+        anyhow::bail!("--ratio and --max-layer-ratio must be in [0, 1]");
+    }
+    let criterion: prune::Criterion = a.criterion.parse().map_err(anyhow::Error::msg)?;
+    let sample_args = |paths: &[PathBuf], random: Option<usize>| cli::SampleArgs {
+        inputs: paths.to_vec(),
+        random,
+        seed: a.seed,
+        input_shapes: a.input_shape.clone(),
+        ..Default::default()
+    };
+    let calibration = if a.calibration.is_empty() && a.random.is_none() {
+        if criterion.needs_data() {
+            anyhow::bail!(
+                "--criterion {} needs --calibration PATH (or --random N)",
+                a.criterion
+            );
+        }
+        Vec::new()
+    } else {
+        cli::samples(&original, &sample_args(&a.calibration, a.random), 0)?
+    };
+    let opts = PruneOptions {
+        ratio: a.ratio,
+        criterion,
+        global: a.global,
+        max_layer_ratio: a.max_layer_ratio,
+        round_to: a.round_to.max(1),
+        layer_ratios,
+        exclude: a.exclude.clone(),
+        compensation: !a.no_compensation,
+    };
+    let (pruned, report) = prune::prune(&original, &opts, &calibration)
+        .map_err(|e| anyhow::anyhow!("pruning failed: {e}"))?;
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    let oopts = onnxopt::optimize::OptimizeOptions {
+        input_shapes: input_shapes.clone(),
+        ..Default::default()
+    };
+    let (base, _, _) = onnxopt::optimize::run_passes(&original, &oopts)?;
+    let (out, _, _) = onnxopt::optimize::run_passes(&pruned, &oopts)?;
+    let sb = onnxopt::analysis::stats::stats(&base, vec![]);
+    let sa = onnxopt::analysis::stats::stats(&out, vec![]);
+    let (pb, pa) = (
+        onnxopt::analysis::stats::stats_params(&base),
+        onnxopt::analysis::stats::stats_params(&out),
+    );
+    let pct = |b: u64, a: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            100.0 * (b as f64 - a as f64) / b as f64
+        }
+    };
+    out!("parameters {} -> {} (-{:.1}%)", pb, pa, pct(pb, pa));
+    match (sb.macs, sa.macs) {
+        (Some(b), Some(x)) => out!("MACs       {b} -> {x} (-{:.1}%)", pct(b, x)),
+        _ => out!("MACs       unknown (give --input-shape for symbolic inputs)"),
+    }
+    out!(
+        "{:<40} {:>8} {:>15} {:>22}",
+        "group (producers)",
+        "members",
+        "kept/total",
+        "importance range"
+    );
+    for grp in report.groups.iter().filter(|g| g.frozen.is_none()) {
+        let mut label = grp.members.join(", ");
+        if label.len() > 40 {
+            label.truncate(37);
+            label.push_str("...");
+        }
+        out!(
+            "{:<40} {:>8} {:>15} {:>22}",
+            label,
+            grp.members.len(),
+            format!("{}/{}", grp.kept, grp.channels),
+            format!("{:.3}..{:.3}", grp.importance.0, grp.importance.1)
+        );
+    }
+    let frozen: Vec<_> = report
+        .groups
+        .iter()
+        .filter(|g| g.frozen.is_some())
+        .collect();
+    if !frozen.is_empty() {
+        out!("frozen groups (not pruned):");
+        for grp in frozen {
+            out!(
+                "  {}: {}",
+                grp.members.join(", "),
+                grp.frozen.clone().unwrap_or_default()
+            );
+        }
+    }
+    out!(
+        "removed {} channel(s); compensated {} consumer(s)",
+        report.channels_removed,
+        report.compensated_consumers
+    );
+    if !a.eval.is_empty() {
+        let eval = cli::samples(&original, &sample_args(&a.eval, None), 0)?;
+        let r = compare_models(
+            &original,
+            &out,
+            &eval,
+            &Tolerance {
+                atol: 0.0,
+                rtol: 0.0,
+                min_cosine: Some(0.0),
+            },
+            &CompareOptions::default(),
+        )
+        .context("evaluating the pruned model in tract")?;
+        out!("pruned vs original on {} eval sample(s):", eval.len());
+        outp!("{}", render(&r));
+    }
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing '{}'", p.display()))?;
+    }
+    let saved = onnxopt::export::save(&out, &a.output, DataPolicy::Keep)
+        .with_context(|| format!("writing '{}'", a.output.display()))?;
+    out!("wrote {} ({} bytes)", a.output.display(), saved.model_bytes);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Samples of a random-only calibration stream reused for the accuracy report: enough for a

@@ -1,4 +1,5 @@
 //! Read-only facts about a model.
 
+pub mod channels;
 pub mod shapes;
 pub mod stats;
