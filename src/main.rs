@@ -123,6 +123,10 @@ struct PruneArgs {
     /// Do not fold the mean of removed channels into the next layer's bias.
     #[arg(long)]
     no_compensation: bool,
+    /// Refit the weights of 1x1 convs and Gemm/MatMul layers that lost input channels by least
+    /// squares on the calibration samples (others are compensated).
+    #[arg(long)]
+    refit: bool,
     /// Held-out samples: report verify metrics of the pruned model against the original.
     #[arg(long, value_name = "PATH")]
     eval: Vec<PathBuf>,
@@ -235,9 +239,16 @@ struct OptimizeArgs {
     /// Validate the IR after every pass.
     #[arg(long)]
     validate_each: bool,
-    /// Calibration samples for the `insert-qdq` pass (same formats as --inputs). Repeatable.
+    /// Calibration samples for the `insert-qdq` and `prune-channels` passes (same formats as
+    /// --inputs). Repeatable.
     #[arg(long, value_name = "PATH")]
     calibration: Vec<PathBuf>,
+    /// Fraction of channels the `prune-channels` pass removes per group.
+    #[arg(long, value_name = "R", default_value_t = 0.3)]
+    prune: f64,
+    /// Channel importance for `prune-channels` (see `onnxopt prune --help`).
+    #[arg(long, default_value = "l1", value_parser = ["l1", "l2", "bn-scale", "activation-mean", "activation-entropy"])]
+    criterion: String,
     /// A calibration table saved by `quantize --save-table`, for the `insert-qdq` pass.
     #[arg(long, value_name = "FILE", conflicts_with = "calibration")]
     table: Option<PathBuf>,
@@ -545,12 +556,42 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    let prunes = a
+        .passes
+        .as_ref()
+        .is_some_and(|p| p.iter().any(|n| n == "prune-channels"));
+    let prune = if prunes {
+        if !(0.0..=1.0).contains(&a.prune) {
+            anyhow::bail!("--prune must be in [0, 1]");
+        }
+        let criterion: onnxopt::prune::Criterion =
+            a.criterion.parse().map_err(anyhow::Error::msg)?;
+        let samples = if a.calibration.is_empty() {
+            Vec::new()
+        } else {
+            let sargs = cli::SampleArgs {
+                inputs: a.calibration.clone(),
+                input_shapes: a.samples.input_shape.clone(),
+                ..Default::default()
+            };
+            cli::samples(&original, &sargs, 0)?
+        };
+        let opts = onnxopt::prune::PruneOptions {
+            ratio: a.prune,
+            criterion,
+            ..Default::default()
+        };
+        Some((opts, samples))
+    } else {
+        None
+    };
     let opts = OptimizeOptions {
         passes: a.passes.clone(),
         skip: a.skip.clone(),
         input_shapes: input_shapes.clone(),
         validate_each: a.validate_each,
         quant,
+        prune,
     };
     let (optimized, pm, mut report) = run_passes(&original, &opts)?;
     let mut passed = true;
@@ -561,7 +602,12 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         }
         let samples = cli::samples(&original, &sargs, a.check)
             .context("the equivalence check needs samples (or pass --no-check)")?;
-        let min_cosine = a.min_cosine.or(quantizes.then_some(0.99));
+        // Pruning without retraining moves outputs by design: report, do not fail, unless a
+        // bound is given.
+        let min_cosine = a
+            .min_cosine
+            .or(prunes.then_some(0.0))
+            .or(quantizes.then_some(0.99));
         let tol = Tolerance {
             atol: a.atol,
             rtol: a.rtol,
@@ -750,6 +796,7 @@ fn prune(a: PruneArgs) -> Result<ExitCode> {
         layer_ratios,
         exclude: a.exclude.clone(),
         compensation: !a.no_compensation,
+        refit: a.refit,
     };
     let (pruned, report) = prune::prune(&original, &opts, &calibration)
         .map_err(|e| anyhow::anyhow!("pruning failed: {e}"))?;
@@ -817,9 +864,10 @@ fn prune(a: PruneArgs) -> Result<ExitCode> {
         }
     }
     out!(
-        "removed {} channel(s); compensated {} consumer(s)",
+        "removed {} channel(s); compensated {} consumer(s); refit {}",
         report.channels_removed,
-        report.compensated_consumers
+        report.compensated_consumers,
+        report.refit_layers.len()
     );
     if !a.eval.is_empty() {
         let eval = cli::samples(&original, &sample_args(&a.eval, None), 0)?;

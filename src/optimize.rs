@@ -18,6 +18,8 @@ pub struct OptimizeOptions {
     pub validate_each: bool,
     /// Calibration data and policy for `insert-qdq`.
     pub quant: Option<crate::quant::QuantSetup>,
+    /// Options and samples for `prune-channels`.
+    pub prune: Option<(crate::prune::PruneOptions, Vec<crate::inputs::Sample>)>,
 }
 
 #[derive(Clone, Debug, Serialize, Default)]
@@ -147,6 +149,7 @@ pub fn run_passes(
     pm.validate_each |= opts.validate_each;
     let mut cx = PassContext::new(opts.input_shapes.clone());
     cx.quant = opts.quant.clone();
+    cx.prune = opts.prune.clone();
     let t0 = Instant::now();
     pm.run(&mut m, &mut cx)?;
     crate::ir::validate::validate(&m)

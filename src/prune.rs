@@ -67,6 +67,8 @@ pub struct PruneOptions {
     pub exclude: Vec<String>,
     /// Fold the mean contribution of removed channels into consumer biases (needs samples).
     pub compensation: bool,
+    /// Least-squares refit of the weights of layers whose inputs lost channels (needs samples).
+    pub refit: bool,
 }
 
 impl Default for PruneOptions {
@@ -80,6 +82,7 @@ impl Default for PruneOptions {
             layer_ratios: vec![],
             exclude: vec![],
             compensation: true,
+            refit: false,
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct PruneReport {
     pub groups: Vec<GroupReport>,
     pub channels_removed: usize,
     pub compensated_consumers: usize,
+    /// Layers whose weights were refit by least squares.
+    pub refit_layers: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -222,12 +227,67 @@ pub fn prune(
             *remove = round_removal(n, r, opts.round_to);
         }
     }
+    let mut removed_classes: HashSet<(usize, usize)> = HashSet::new();
+    let mut score_of: HashMap<(usize, usize), f64> = HashMap::new();
     for (gi, ranked, remove) in &plans {
-        for &(_, ci) in ranked.iter().take(*remove) {
-            removed_atoms.extend(cg.groups[*gi].classes[ci].iter().copied());
+        for (rank, &(score, ci)) in ranked.iter().enumerate() {
+            score_of.insert((*gi, ci), score);
+            if rank < *remove {
+                removed_classes.insert((*gi, ci));
+            }
         }
-        report.groups[*gi].kept -= remove;
-        report.channels_removed += remove;
+    }
+    // A Split output or a channel Slice must keep one channel: restore the best class of any part
+    // that would lose them all (the group then keeps more than its ratio asked).
+    let mut class_of: HashMap<usize, (usize, usize)> = HashMap::new();
+    for (gi, grp) in cg.groups.iter().enumerate() {
+        for (ci, atoms) in grp.classes.iter().enumerate() {
+            for &a in atoms {
+                class_of.insert(a, (gi, ci));
+            }
+        }
+    }
+    // So must every producer (a concat branch can be coupled to a residual stream that keeps
+    // channels of the other branch only).
+    let source_atoms: Vec<Vec<usize>> = cg
+        .sources
+        .iter()
+        .map(|s| (s.first_atom..s.first_atom + s.channels).collect())
+        .collect();
+    let mut parts: Vec<&[usize]> = source_atoms.iter().map(|v| v.as_slice()).collect();
+    for mem in &cg.members {
+        match mem {
+            Member::SplitChannels { atoms, sizes, .. } => {
+                let mut at = 0;
+                for &sz in sizes {
+                    parts.push(&atoms[at..at + sz]);
+                    at += sz;
+                }
+            }
+            Member::SliceChannels {
+                atoms, start, end, ..
+            } => parts.push(&atoms[*start..*end]),
+            _ => {}
+        }
+    }
+    for part in parts {
+        let all_gone = part
+            .iter()
+            .all(|a| class_of.get(a).is_some_and(|c| removed_classes.contains(c)));
+        if all_gone {
+            if let Some(best) = part
+                .iter()
+                .filter_map(|a| class_of.get(a).copied())
+                .max_by(|x, y| score_of[x].total_cmp(&score_of[y]))
+            {
+                removed_classes.remove(&best);
+            }
+        }
+    }
+    for &(gi, ci) in &removed_classes {
+        removed_atoms.extend(cg.groups[gi].classes[ci].iter().copied());
+        report.groups[gi].kept -= 1;
+        report.channels_removed += 1;
     }
     if removed_atoms.is_empty() {
         return Ok((model.clone(), report));
@@ -241,6 +301,22 @@ pub fn prune(
             .push("no calibration samples: removed channels are not compensated".into());
     }
     apply(&mut m, &cg, &removed_atoms)?;
+    if opts.refit && !samples.is_empty() {
+        let (done, skipped) = refit(model, &mut m, &cg, &removed_atoms, samples)?;
+        for (node, why) in skipped {
+            report
+                .notes
+                .push(format!("refit: '{node}' not refit ({why})"));
+        }
+        report.refit_layers = done
+            .iter()
+            .map(|&n| m.graph.node(n).display_name().to_string())
+            .collect();
+    } else if opts.refit {
+        report
+            .notes
+            .push("no calibration samples: --refit has nothing to fit on".into());
+    }
     crate::ir::validate::validate(&m).map_err(|e| format!("pruned model is invalid: {e}"))?;
     Ok((m, report))
 }
@@ -471,6 +547,18 @@ fn run_exposed(
     values: &[ValueId],
     samples: &[Sample],
 ) -> Result<Vec<ChannelStats>, String> {
+    let mut stats: Vec<ChannelStats> = values.iter().map(|_| ChannelStats::default()).collect();
+    for_each_exposed(m, values, samples, |i, t| stats[i].add(t))?;
+    Ok(stats)
+}
+
+/// Runs `m` in tract on each sample with `values` exposed, handing each to `f(index, tensor)`.
+fn for_each_exposed(
+    m: &Model,
+    values: &[ValueId],
+    samples: &[Sample],
+    mut f: impl FnMut(usize, &Tensor),
+) -> Result<(), String> {
     let mut e = m.clone();
     e.graph.outputs.clear();
     for &v in values {
@@ -484,14 +572,318 @@ fn run_exposed(
     let first = samples.first().map(|s| s.inputs.as_slice()).unwrap_or(&[]);
     let runner = crate::verify::Runner::from_model(&e, first)
         .map_err(|err| format!("running the model in tract for pruning statistics: {err}"))?;
-    let mut stats: Vec<ChannelStats> = values.iter().map(|_| ChannelStats::default()).collect();
     for s in samples {
         let outs = runner.run(&s.inputs).map_err(|err| err.to_string())?;
-        for (st, t) in stats.iter_mut().zip(&outs) {
-            st.add(t);
+        for (i, t) in outs.iter().enumerate() {
+            f(i, t);
         }
     }
-    Ok(stats)
+    Ok(())
+}
+
+/// Ridge added to the normal equations, relative to their mean diagonal: keeps the solve stable
+/// when kept channels are (nearly) collinear on the calibration data, too small to bias the fit.
+const REFIT_RIDGE: f64 = 1e-6;
+
+/// Calibration rows (pixels × samples, or batch rows) needed per fitted weight of an output: fewer
+/// and the fit follows the few samples rather than the layer.
+const REFIT_ROWS_PER_UNKNOWN: usize = 4;
+
+/// Least-squares refit (`--refit`), after slicing. For each layer whose input lost channels — a 1×1
+/// Conv without padding, or a Gemm/MatMul — choose its weights on the kept channels (and its bias,
+/// except for MatMul) so that, fed the *pruned* model's activations, it best reproduces the
+/// *original* layer's outputs `W·x + b` on the calibration samples:
+/// `min ‖[x'_kept, 1]·Θ − (W·x + b)‖²`, the normal equations accumulated sample by sample and solved
+/// by Cholesky. Fitting to the pruned model's inputs lets the layer absorb what upstream pruning
+/// changed, not only its own lost channels. Returns the refit nodes and `(node, why)` for the rest.
+fn refit(
+    original: &Model,
+    m: &mut Model,
+    cg: &ChannelGroups,
+    removed: &HashSet<usize>,
+    samples: &[Sample],
+) -> Result<(Vec<NodeId>, Vec<(String, String)>), String> {
+    struct Target {
+        node: NodeId,
+        /// Original weight as `[out][in]`, original bias.
+        w: Vec<Vec<f64>>,
+        bias: Vec<f64>,
+        kept: usize,
+        intercept: bool,
+        stride: (usize, usize),
+        gram: Vec<f64>,
+        rhs: Vec<f64>,
+        rows: usize,
+    }
+    let g = &original.graph;
+    let mut targets = Vec::new();
+    let mut skipped = Vec::new();
+    for mem in &cg.members {
+        let (Member::ConvInput { node, atoms } | Member::MatrixRows { node, atoms }) = mem else {
+            continue;
+        };
+        if !atoms.iter().any(|a| removed.contains(a)) {
+            continue;
+        }
+        let n = g.node(*node);
+        let name = n.display_name().to_string();
+        let Some(wt) = n.inputs()[1].and_then(|v| g.constant(v)) else {
+            continue;
+        };
+        let Some(wv) = wt.to_f32_vec() else { continue };
+        let op = n.op_type();
+        let (w, stride): (Vec<Vec<f64>>, (usize, usize)) = if op == "Conv" {
+            let pads = util::attr_ints(n, "pads").unwrap_or_default();
+            if wt.dims.len() != 4
+                || wt.dims[2] != 1
+                || wt.dims[3] != 1
+                || pads.iter().any(|&p| p != 0)
+            {
+                skipped.push((name, "refit handles 1×1 convs without padding".into()));
+                continue;
+            }
+            let s = util::attr_ints(n, "strides").unwrap_or(vec![1, 1]);
+            let (o, c) = (wt.dims[0] as usize, wt.dims[1] as usize);
+            (
+                (0..o)
+                    .map(|i| (0..c).map(|j| wv[i * c + j] as f64).collect())
+                    .collect(),
+                (
+                    s.first().copied().unwrap_or(1).max(1) as usize,
+                    s.get(1).copied().unwrap_or(1).max(1) as usize,
+                ),
+            )
+        } else {
+            let trans_b = op == "Gemm" && util::attr_int(n, "transB", 0) == 1;
+            let (k, o) = if trans_b {
+                (wt.dims[1] as usize, wt.dims[0] as usize)
+            } else {
+                (wt.dims[0] as usize, wt.dims[1] as usize)
+            };
+            (
+                (0..o)
+                    .map(|i| {
+                        (0..k)
+                            .map(|j| wv[if trans_b { i * k + j } else { j * o + i }] as f64)
+                            .collect()
+                    })
+                    .collect(),
+                (1, 1),
+            )
+        };
+        let o = w.len();
+        let bias = match n.inputs().get(2).copied().flatten() {
+            Some(b) => match g.constant(b).and_then(|t| t.to_f32_vec()) {
+                Some(v) if v.len() == o => v.iter().map(|&x| x as f64).collect(),
+                _ => {
+                    skipped.push((name, "bias is not a per-output constant".into()));
+                    continue;
+                }
+            },
+            None => vec![0.0; o],
+        };
+        let intercept = op != "MatMul";
+        let kept = kept_positions(atoms, removed).len();
+        let dim = kept + intercept as usize;
+        targets.push(Target {
+            node: *node,
+            w,
+            bias,
+            kept,
+            intercept,
+            stride,
+            gram: vec![0.0; dim * dim],
+            rhs: vec![0.0; dim * o],
+            rows: 0,
+        });
+    }
+    if targets.is_empty() {
+        return Ok((vec![], skipped));
+    }
+    // Per sample: the original layer input (targets) and the pruned one (regressors).
+    let input_of = |mm: &Model, t: &Target| mm.graph.node(t.node).inputs()[0].unwrap();
+    let xs_orig: Vec<ValueId> = targets.iter().map(|t| input_of(original, t)).collect();
+    let xs_pruned: Vec<ValueId> = targets.iter().map(|t| input_of(m, t)).collect();
+    let run = |mm: &Model, xs: &[ValueId]| -> Result<crate::verify::Runner, String> {
+        let mut e = mm.clone();
+        e.graph.outputs = xs
+            .iter()
+            .map(|&v| GraphOutput {
+                value: v,
+                ty: None,
+                doc_string: String::new(),
+                metadata_props: vec![],
+            })
+            .collect();
+        let first = samples.first().map(|s| s.inputs.as_slice()).unwrap_or(&[]);
+        crate::verify::Runner::from_model(&e, first)
+            .map_err(|err| format!("running the model in tract for refit: {err}"))
+    };
+    let (ro, rp) = (run(original, &xs_orig)?, run(m, &xs_pruned)?);
+    for s in samples {
+        let full = ro.run(&s.inputs).map_err(|e| e.to_string())?;
+        let part = rp.run(&s.inputs).map_err(|e| e.to_string())?;
+        for ((t, xf), xp) in targets.iter_mut().zip(&full).zip(&part) {
+            let (Some(vf), Some(vp)) = (xf.to_f32_vec(), xp.to_f32_vec()) else {
+                continue;
+            };
+            let c = t.w[0].len();
+            let k = t.kept;
+            let conv = xf.dims.len() == 4;
+            let (batch, hw, width) = if conv {
+                (
+                    xf.dims[0] as usize,
+                    (xf.dims[2] * xf.dims[3]) as usize,
+                    xf.dims[3] as usize,
+                )
+            } else {
+                (xf.dims[0] as usize, 1, 1)
+            };
+            if vp.len() != batch * hw * k || vf.len() != batch * hw * c {
+                continue;
+            }
+            let dim = k + t.intercept as usize;
+            let o = t.w.len();
+            let mut row = vec![0f64; dim];
+            let mut x = vec![0f64; c];
+            for b in 0..batch {
+                for p in 0..hw {
+                    if (p / width) % t.stride.0 != 0 || (p % width) % t.stride.1 != 0 {
+                        continue;
+                    }
+                    for (ch, xv) in x.iter_mut().enumerate() {
+                        *xv = vf[(b * c + ch) * hw + p] as f64;
+                    }
+                    for (j, r) in row.iter_mut().enumerate().take(k) {
+                        *r = vp[(b * k + j) * hw + p] as f64;
+                    }
+                    if t.intercept {
+                        row[dim - 1] = 1.0;
+                    }
+                    t.rows += 1;
+                    for a in 0..dim {
+                        for bb in 0..dim {
+                            t.gram[a * dim + bb] += row[a] * row[bb];
+                        }
+                    }
+                    for oi in 0..o {
+                        let y: f64 =
+                            t.w[oi].iter().zip(&x).map(|(w, x)| w * x).sum::<f64>() + t.bias[oi];
+                        for a in 0..dim {
+                            t.rhs[a * o + oi] += row[a] * y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut names = util::all_names(&m.graph);
+    let mut done = Vec::new();
+    for t in targets {
+        let dim = t.kept + t.intercept as usize;
+        let o = t.w.len();
+        let label = m.graph.node(t.node).display_name().to_string();
+        if t.rows < REFIT_ROWS_PER_UNKNOWN * dim {
+            skipped.push((
+                label,
+                format!("{} calibration rows for {dim} unknowns", t.rows),
+            ));
+            continue;
+        }
+        let Some(theta) = solve_spd(&t.gram, &t.rhs, dim, o) else {
+            skipped.push((label, "normal equations are singular".into()));
+            continue;
+        };
+        let n = m.graph.node(t.node);
+        let Some(wt) = n.inputs()[1].and_then(|v| m.graph.constant(v)).cloned() else {
+            continue;
+        };
+        let trans_b = n.op_type() == "Gemm" && util::attr_int(n, "transB", 0) == 1;
+        let rowmajor_out = n.op_type() == "Conv" || trans_b;
+        let mut neww = vec![0f32; t.kept * o];
+        for oi in 0..o {
+            for j in 0..t.kept {
+                let idx = if rowmajor_out {
+                    oi * t.kept + j
+                } else {
+                    j * o + oi
+                };
+                neww[idx] = theta[j * o + oi] as f32;
+            }
+        }
+        if wt.element_count() != Some(neww.len()) {
+            continue;
+        }
+        let wname = format!("{}_refit", m.graph.value(n.inputs()[1].unwrap()).name);
+        let node = t.node;
+        util::set_const_input(
+            &mut m.graph,
+            &mut names,
+            node,
+            1,
+            Tensor::from_f32(wt.dims.clone(), &neww),
+            &wname,
+        );
+        if t.intercept {
+            let b: Vec<f32> = (0..o).map(|oi| theta[(dim - 1) * o + oi] as f32).collect();
+            let base = format!("{}_bias", m.graph.node(node).display_name());
+            util::set_const_input(
+                &mut m.graph,
+                &mut names,
+                node,
+                2,
+                Tensor::from_f32(vec![o as i64], &b),
+                &base,
+            );
+        }
+        done.push(node);
+    }
+    Ok((done, skipped))
+}
+
+/// Solves `(A + ridge)·X = B` for symmetric positive semi-definite `A` (`n×n`) and `B` (`n×k`),
+/// row-major, by Cholesky. `None` when `A` is not positive definite even with the ridge.
+fn solve_spd(a: &[f64], b: &[f64], n: usize, k: usize) -> Option<Vec<f64>> {
+    let mean_diag = (0..n).map(|i| a[i * n + i]).sum::<f64>() / n.max(1) as f64;
+    if mean_diag <= 0.0 || !mean_diag.is_finite() {
+        return None; // no signal at all: nothing to fit
+    }
+    let ridge = REFIT_RIDGE * mean_diag;
+    let mut l = vec![0f64; n * n];
+    for i in 0..n {
+        for j in 0..=i {
+            let mut s = a[i * n + j] + if i == j { ridge } else { 0.0 };
+            for p in 0..j {
+                s -= l[i * n + p] * l[j * n + p];
+            }
+            if i == j {
+                if s <= 0.0 || !s.is_finite() {
+                    return None;
+                }
+                l[i * n + i] = s.sqrt();
+            } else {
+                l[i * n + j] = s / l[j * n + j];
+            }
+        }
+    }
+    let mut x = b.to_vec();
+    for c in 0..k {
+        for i in 0..n {
+            let mut s = x[i * k + c];
+            for p in 0..i {
+                s -= l[i * n + p] * x[p * k + c];
+            }
+            x[i * k + c] = s / l[i * n + i];
+        }
+        for i in (0..n).rev() {
+            let mut s = x[i * k + c];
+            for p in i + 1..n {
+                s -= l[p * n + i] * x[p * k + c];
+            }
+            x[i * k + c] = s / l[i * n + i];
+        }
+    }
+    Some(x)
 }
 
 /// Folds the mean of each removed input channel, times its weights, into the consumer's bias.
@@ -631,6 +1023,7 @@ fn kept_positions(atoms: &[usize], removed: &HashSet<usize>) -> Vec<usize> {
 
 fn apply(m: &mut Model, cg: &ChannelGroups, removed: &HashSet<usize>) -> Result<(), String> {
     let mut names = util::all_names(&m.graph);
+    let mut names_slice = names.clone();
     let mut slice_input =
         |m: &mut Model, node: NodeId, slot: usize, axis: usize, keep: &[usize]| {
             let g = &m.graph;
@@ -720,6 +1113,82 @@ fn apply(m: &mut Model, cg: &ChannelGroups, removed: &HashSet<usize>) -> Result<
                     slice_input(m, *node, *slot, *axis, &keep)?;
                 }
             }
+            Member::SliceChannels {
+                node,
+                index,
+                atoms,
+                start,
+                end,
+            } => {
+                let before = kept_positions(&atoms[..*start], removed).len() as i64;
+                let inside = kept_positions(&atoms[*start..*end], removed).len() as i64;
+                if inside == 0 {
+                    return Err(format!(
+                        "'{}' would select no channel",
+                        m.graph.node(*node).display_name()
+                    ));
+                }
+                for (slot, v) in [(1, before), (2, before + inside)] {
+                    let g = &m.graph;
+                    let Some(mut vals) = util::const_i64(g, g.node(*node).inputs()[slot]) else {
+                        return Err("Slice bounds are not constant".into());
+                    };
+                    vals[*index] = v;
+                    // Keep the index type: starts/ends/axes/steps must share it.
+                    let int32 = g.node(*node).inputs()[slot]
+                        .and_then(|v| g.constant(v))
+                        .is_some_and(|t| t.dtype == DataType::INT32);
+                    let t = if int32 {
+                        let raw: Vec<u8> = vals
+                            .iter()
+                            .flat_map(|&x| (x as i32).to_le_bytes())
+                            .collect();
+                        Tensor::from_raw(DataType::INT32, vec![vals.len() as i64], raw)
+                    } else {
+                        Tensor::from_i64(vec![vals.len() as i64], &vals)
+                    };
+                    util::set_const_input(
+                        &mut m.graph,
+                        &mut names_slice,
+                        *node,
+                        slot,
+                        t,
+                        "slice_bound",
+                    );
+                }
+            }
+            Member::SplitChannels { node, atoms, sizes } => {
+                let mut at = 0;
+                let mut new = Vec::new();
+                for &sz in sizes {
+                    new.push(kept_positions(&atoms[at..at + sz], removed).len() as i64);
+                    at += sz;
+                }
+                if new.contains(&0) {
+                    return Err(format!(
+                        "'{}' would leave an output without channels",
+                        m.graph.node(*node).display_name()
+                    ));
+                }
+                if new.iter().sum::<i64>() as usize == atoms.len() {
+                    continue;
+                }
+                if m.opset("").unwrap_or(1) >= 13 {
+                    let t = Tensor::from_i64(vec![new.len() as i64], &new);
+                    util::set_const_input(
+                        &mut m.graph,
+                        &mut names_slice,
+                        *node,
+                        1,
+                        t,
+                        "split_sizes",
+                    );
+                } else if let Some(op) = m.graph.node_mut(*node).op_mut() {
+                    op.attributes.retain(|a| a.name != "split");
+                    op.attributes
+                        .push(Attribute::new("split", AttrValue::Ints(new)));
+                }
+            }
             Member::Value { value, axis, atoms } => {
                 let kept = kept_positions(atoms, removed).len();
                 if kept < atoms.len() {
@@ -743,7 +1212,6 @@ fn set_dim(m: &mut Model, v: ValueId, axis: usize, d: i64) {
             }
         }
     }
-    let _ = DataType::FLOAT;
 }
 
 #[cfg(test)]
@@ -757,6 +1225,21 @@ mod tests {
         assert_eq!(removal(10, 1.0, 1), 9, "one channel always stays");
         assert_eq!(removal(32, 0.3, 8), 8, "kept 23 rounds up to 24");
         assert_eq!(removal(3, 0.5, 8), 0, "cannot keep a multiple of 8 below 3");
+    }
+
+    #[test]
+    fn cholesky_solves_a_small_system() {
+        // [[4, 2], [2, 3]] x = [[2], [5]] → x = [-0.5, 2].
+        let x = solve_spd(&[4.0, 2.0, 2.0, 3.0], &[2.0, 5.0], 2, 1).unwrap();
+        assert!(
+            (x[0] + 0.5).abs() < 1e-5 && (x[1] - 2.0).abs() < 1e-5,
+            "{x:?}"
+        );
+        assert!(solve_spd(&[0.0], &[1.0], 1, 1).is_none(), "all-zero inputs");
+        assert!(
+            solve_spd(&[-1.0], &[1.0], 1, 1).is_none(),
+            "not positive definite"
+        );
     }
 
     #[test]

@@ -948,3 +948,47 @@ fn if_with_constant_condition_is_inlined() {
     same_outputs(&m, &out, 0.0, 0.0);
     golden("inline_constant_if", &out);
 }
+
+// ---- fuse-hard-swish -------------------------------------------------------------------------
+/// `x·clip(x+3, 0, 6)/6` in both orders a graph writes it.
+fn hard_swish_graph(opset: i64, extra_use: bool) -> Model {
+    let mut b = B::new(opset);
+    let x = b.input("x", &[1, 4, 3, 3]);
+    let three = b.init("three", Tensor::from_f32(vec![], &[3.0]));
+    let zero = b.init("zero", Tensor::from_f32(vec![], &[0.0]));
+    let six = b.init("six", Tensor::from_f32(vec![], &[6.0]));
+    // Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)
+    let a = b.op1("Add", &[x, three], vec![], "a");
+    let c = b.op1("Clip", &[a, zero, six], vec![], "c");
+    let m = b.op1("Mul", &[x, c], vec![], "m");
+    let y1 = b.op1("Div", &[m, six], vec![], "y1");
+    b.output(y1);
+    // Mul(Div(Clip(Add(3, x), 0, 6), 6), x)
+    let a2 = b.op1("Add", &[three, y1], vec![], "a2");
+    let c2 = b.op1("Clip", &[a2, zero, six], vec![], "c2");
+    let d2 = b.op1("Div", &[c2, six], vec![], "d2");
+    let y2 = b.op1("Mul", &[d2, y1], vec![], "y2");
+    b.output(y2);
+    if extra_use {
+        b.output(c2);
+    }
+    b.done()
+}
+
+#[test]
+fn fuse_hard_swish_both_forms_and_opsets() {
+    let m = hard_swish_graph(13, false);
+    let (out, _) = run(&m, &["fuse-hard-swish", "eliminate-dead-code"]);
+    assert_eq!(ops(&out), vec!["HardSigmoid", "HardSigmoid", "Mul", "Mul"]);
+    same_outputs(&m, &out, 1e-6, 1e-5);
+    golden("fuse_hard_swish_13", &out);
+    let m = hard_swish_graph(14, false);
+    let (out, _) = run(&m, &["fuse-hard-swish", "eliminate-dead-code"]);
+    assert_eq!(ops(&out), vec!["HardSwish", "HardSwish"]);
+    same_outputs(&m, &out, 1e-6, 1e-5);
+    // The Clip of the second is also a graph output: only the first is fused.
+    let m = hard_swish_graph(14, true);
+    let (out, _) = run(&m, &["fuse-hard-swish", "eliminate-dead-code"]);
+    assert_eq!(ops(&out), vec!["Add", "Clip", "Div", "HardSwish", "Mul"]);
+    same_outputs(&m, &out, 1e-6, 1e-5);
+}

@@ -25,13 +25,12 @@ fn verify(a: &Path, b: &Path, extra: &[&str]) -> (i32, f64) {
         "verify",
         a.to_str().unwrap(),
         b.to_str().unwrap(),
-        "--random",
-        "3",
-        "--seed",
-        "11",
         "--json",
         "-",
     ];
+    if !extra.contains(&"--random") {
+        args.extend_from_slice(&["--random", "3", "--seed", "11"]);
+    }
     args.extend_from_slice(extra);
     let o = run(&args);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
@@ -44,6 +43,25 @@ fn verify(a: &Path, b: &Path, extra: &[&str]) -> (i32, f64) {
         .map(|o| o["cosine"].as_f64().unwrap())
         .fold(1.0, f64::min);
     (o.status.code().unwrap(), cos)
+}
+
+/// Mean over outputs of each output's mean cosine over the samples.
+fn mean_cosine(a: &Path, b: &Path, extra: &[&str]) -> f64 {
+    let mut args = vec![
+        "verify",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--json",
+        "-",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let outs = v["outputs"].as_array().unwrap();
+    outs.iter()
+        .map(|o| o["cosine_mean"].as_f64().unwrap())
+        .sum::<f64>()
+        / outs.len() as f64
 }
 
 fn conv_out_channels(model: &Path, node: &str) -> i64 {
@@ -226,4 +244,96 @@ fn real_mobilenet_loses_45_percent_of_macs() {
         .and_then(|s| s.trim_end_matches("%)").parse().ok())
         .unwrap();
     assert!(pct >= 45.0, "{line}");
+}
+
+/// YOLOv8-style C2f (Split, residual bottleneck, Concat) and SPPF (MaxPool chain, Concat), with a
+/// channel Slice before one head: pruning follows Split and Slice and rewrites their sizes.
+#[test]
+fn split_and_slice_on_channels_are_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.onnx");
+    let report = dir.path().join("r.json");
+    let f = fixture("prune_yolo.onnx");
+    let (stdout, _) = prune(
+        &f,
+        &out,
+        &["--ratio", "0.5", "--report", report.to_str().unwrap()],
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let groups = r["groups"].as_array().unwrap();
+    let c2f = groups
+        .iter()
+        .find(|g| g["members"].to_string().contains("c2f.cv1/Conv"))
+        .unwrap();
+    assert!(c2f["frozen"].is_null(), "{c2f}");
+    assert!(
+        c2f["members"].to_string().contains("c2f.m.cv2/Conv"),
+        "the bottleneck's residual Add ties it to the split half: {c2f}"
+    );
+    assert!(stdout.contains("removed"), "{stdout}");
+    let m = onnxopt::import::load(&out).unwrap();
+    let g = &m.graph;
+    let (_, split) = g.nodes().find(|(_, n)| n.op_type() == "Split").unwrap();
+    let sizes = onnxopt::passes::util::const_i64(g, split.inputs()[1]).unwrap();
+    let cv1 = conv_out_channels(&out, "c2f.cv1/Conv");
+    assert_eq!(sizes.iter().sum::<i64>(), cv1, "{sizes:?}");
+    assert!(cv1 < 32);
+    let (_, slice) = g.nodes().find(|(_, n)| n.op_type() == "Slice").unwrap();
+    let ends = onnxopt::passes::util::const_i64(g, slice.inputs()[2]).unwrap();
+    let (_, bx) = g.nodes().find(|(_, n)| n.name == "box/Conv").unwrap();
+    let box_in = g.constant(bx.inputs()[1].unwrap()).unwrap().dims[1];
+    let starts = onnxopt::passes::util::const_i64(g, slice.inputs()[1]).unwrap();
+    assert_eq!(ends[0] - starts[0], box_in);
+    assert!(box_in < 16);
+    assert_eq!(verify(&f, &out, &["--min-cosine", "0"]).0, 0);
+}
+
+#[test]
+fn refit_fits_1x1_and_gemm_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fixture("prune_yolo.onnx");
+    let (plain, fitted) = (dir.path().join("plain.onnx"), dir.path().join("refit.onnx"));
+    let args = ["--ratio", "0.3", "--random", "8", "--seed", "4"];
+    prune(&f, &plain, &args);
+    let (stdout, stderr) = prune(&f, &fitted, &[&args[..], &["--refit"]].concat());
+    let n: usize = stdout
+        .split("refit ")
+        .nth(1)
+        .and_then(|s| s.trim().split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(n > 0, "{stdout}{stderr}");
+    // Fit on 8 draws of the calibration distribution; judged on 32 other draws of it.
+    let held_out = ["--min-cosine", "0", "--random", "32", "--seed", "99"];
+    let (cos_plain, cos_refit) = (
+        mean_cosine(&f, &plain, &held_out),
+        mean_cosine(&f, &fitted, &held_out),
+    );
+    assert!(
+        cos_refit > cos_plain,
+        "refit {cos_refit} vs compensation only {cos_plain}"
+    );
+}
+
+#[test]
+fn prune_channels_runs_as_an_optimize_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.onnx");
+    let f = fixture("prune_couplings.onnx");
+    let o = run(&[
+        "optimize",
+        f.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--passes",
+        "prune-channels,fuse-batch-norm,eliminate-dead-code",
+        "--prune",
+        "0.5",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("prune-channels ("), "{stdout}");
+    assert!(conv_out_channels(&out, "res_a/Conv") < 16);
+    assert_eq!(verify(&f, &out, &["--min-cosine", "0"]).0, 0);
 }

@@ -47,7 +47,22 @@ pub enum Member {
         axis: usize,
         atoms: Vec<usize>,
     },
-    /// A value whose declared type must shrink on `axis` (`repeat` elements per atom).
+    /// Slice on the channel axis (step 1): `starts[index]`/`ends[index]` select `start..end` of
+    /// the input's `atoms`.
+    SliceChannels {
+        node: NodeId,
+        index: usize,
+        atoms: Vec<usize>,
+        start: usize,
+        end: usize,
+    },
+    /// Split on the channel axis into parts of `sizes` channels of the input's `atoms`.
+    SplitChannels {
+        node: NodeId,
+        atoms: Vec<usize>,
+        sizes: Vec<usize>,
+    },
+    /// A value whose declared type must shrink on `axis` (one element per atom).
     Value {
         value: ValueId,
         axis: usize,
@@ -428,6 +443,108 @@ impl Walk<'_> {
                 self.set(y, axis0, all);
                 Ok(())
             }
+            "Slice" => {
+                if listed != [0] {
+                    return Err("Slice with channels on a parameter input".into());
+                }
+                let (axis, atoms) = list_of(self, 0);
+                let rank = self.rank(ins[0].unwrap()).ok_or("Slice of unknown rank")? as i64;
+                let c = |i: usize| util::const_i64(g, ins.get(i).copied().flatten());
+                let (Some(starts), Some(ends)) = (c(1), c(2)) else {
+                    return Err("Slice with non-constant (or attribute) bounds".into());
+                };
+                let axes = match ins.get(3).copied().flatten() {
+                    Some(_) => c(3).ok_or("Slice with non-constant axes")?,
+                    None => (0..starts.len() as i64).collect(),
+                };
+                let steps = match ins.get(4).copied().flatten() {
+                    Some(_) => c(4).ok_or("Slice with non-constant steps")?,
+                    None => vec![1; starts.len()],
+                };
+                let k = axes
+                    .iter()
+                    .position(|&a| (if a < 0 { a + rank } else { a }) == axis as i64);
+                let Some(k) = k else {
+                    self.set(y, axis, atoms);
+                    return Ok(());
+                };
+                if steps.get(k) != Some(&1) {
+                    return Err("Slice of the channel axis with a step".into());
+                }
+                let n = atoms.len() as i64;
+                let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
+                let (start, end) = (clamp(starts[k]), clamp(ends[k]));
+                if start >= end {
+                    return Err("empty channel Slice".into());
+                }
+                self.out.members.push(Member::SliceChannels {
+                    node: id,
+                    index: k,
+                    atoms: atoms.clone(),
+                    start,
+                    end,
+                });
+                self.set(y, axis, atoms[start..end].to_vec());
+                Ok(())
+            }
+            "Split" => {
+                if listed != [0] {
+                    return Err("Split with channels on a parameter input".into());
+                }
+                let (axis, atoms) = list_of(self, 0);
+                let rank = self.rank(ins[0].unwrap()).ok_or("Split of unknown rank")? as i64;
+                let mut a = util::attr_int(n, "axis", 0);
+                if a < 0 {
+                    a += rank;
+                }
+                let parts = n.outputs.len();
+                if a as usize != axis {
+                    for o in 0..parts {
+                        self.set(
+                            ValueId {
+                                node: id,
+                                output: o,
+                            },
+                            axis,
+                            atoms.clone(),
+                        );
+                    }
+                    return Ok(());
+                }
+                let sizes: Vec<usize> = match ins.get(1).copied().flatten() {
+                    Some(v) => util::const_i64(g, Some(v))
+                        .ok_or("Split with non-constant sizes")?
+                        .iter()
+                        .map(|&x| x as usize)
+                        .collect(),
+                    None => match util::attr_ints(n, "split") {
+                        Some(v) => v.iter().map(|&x| x as usize).collect(),
+                        None if atoms.len() % parts == 0 => vec![atoms.len() / parts; parts],
+                        None => return Err("uneven Split without sizes".into()),
+                    },
+                };
+                if sizes.len() != parts || sizes.iter().sum::<usize>() != atoms.len() {
+                    return Err("Split sizes do not match the channels".into());
+                }
+                let mut at = 0;
+                for (o, &sz) in sizes.iter().enumerate() {
+                    self.set(
+                        ValueId {
+                            node: id,
+                            output: o,
+                        },
+                        axis,
+                        atoms[at..at + sz].to_vec(),
+                    );
+                    at += sz;
+                }
+                self.out.members.push(Member::SplitChannels {
+                    node: id,
+                    atoms,
+                    sizes,
+                });
+                Ok(())
+            }
             "Flatten" | "Reshape" => {
                 if listed != [0] {
                     return Err(format!("{t} with channels on its shape input"));
@@ -530,7 +647,6 @@ pub fn channel_groups(
         let result = w.visit(id);
         let n = g.node(id);
         // Reads of listed values by inputs this op did not take over, and implicit captures.
-        let handled_ok = result.is_ok();
         if let Err(why) = result {
             let why = format!("{why} ('{}')", n.display_name());
             for v in n.inputs().iter().flatten() {
@@ -545,14 +661,6 @@ pub fn channel_groups(
                     &atoms,
                     &format!("read by a subgraph of '{}'", n.display_name()),
                 );
-            }
-        }
-        if handled_ok {
-            for (o, _) in n.outputs.iter().enumerate().skip(1) {
-                w.lists.remove(&ValueId {
-                    node: id,
-                    output: o,
-                });
             }
         }
     }

@@ -111,6 +111,9 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
                     wdims.first()
                 ));
             }
+            if m == 0 || w.is_empty() {
+                return Err("empty weight or no channels".into());
+            }
             let per = w.len() / m;
             for (c, chunk) in w.chunks_mut(per).enumerate() {
                 chunk.iter_mut().for_each(|x| *x *= s[c]);
@@ -124,6 +127,11 @@ fn try_match(g: &Graph, bn: NodeId) -> Result<Plan, String> {
                 ));
             }
             let (cin, mpg) = (wdims[0] as usize, wdims[1] as usize);
+            if cin == 0 || cin % group != 0 {
+                return Err(format!(
+                    "{cin} input channels do not split into {group} groups"
+                ));
+            }
             let k: usize = wdims[2..].iter().product::<i64>() as usize;
             for ci in 0..cin {
                 let grp = ci / (cin / group);

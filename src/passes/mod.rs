@@ -11,6 +11,7 @@ pub mod dedupe_initializers;
 pub mod fold_constants;
 pub mod fuse_batch_norm;
 pub mod fuse_bias;
+pub mod fuse_hard_swish;
 pub mod fuse_pad;
 pub mod fuse_reshapes;
 pub mod fuse_scale;
@@ -18,6 +19,7 @@ pub mod fuse_slices;
 pub mod fuse_transposes;
 pub mod identity;
 pub mod insert_qdq;
+pub mod prune_channels;
 pub mod util;
 
 use crate::ir::{validate, Graph, Model};
@@ -58,6 +60,8 @@ pub struct PassContext {
     pub skipped: Vec<(String, String)>,
     /// What `insert-qdq` needs: calibration samples or a table, and the policy.
     pub quant: Option<crate::quant::QuantSetup>,
+    /// What `prune-channels` needs (taken when it runs, so it runs once).
+    pub prune: Option<(crate::prune::PruneOptions, Vec<crate::inputs::Sample>)>,
     current: &'static str,
     facts: Option<std::sync::Arc<std::collections::HashMap<String, crate::analysis::shapes::Fact>>>,
 }
@@ -133,6 +137,12 @@ pub static PASSES: &[PassInfo] = &[
         lossless: true,
     },
     PassInfo {
+        name: "fuse-hard-swish",
+        summary: "x·clip(x+3, 0, 6)/6 → HardSwish (opset ≥ 14) or x·HardSigmoid(x)",
+        make: || Box::new(fuse_hard_swish::FuseHardSwish),
+        lossless: true,
+    },
+    PassInfo {
         name: "fuse-bias",
         summary: "fold a per-channel constant Add into Conv bias; MatMul + Add into Gemm",
         make: || Box::new(fuse_bias::FuseBias),
@@ -185,6 +195,12 @@ pub static PASSES: &[PassInfo] = &[
         summary: "remove nodes and initializers no output depends on (graph inputs stay)",
         make: || Box::new(dead_code::EliminateDeadCode),
         lossless: true,
+    },
+    PassInfo {
+        name: "prune-channels",
+        summary: "structured channel pruning (--prune R; see `onnxopt prune`)",
+        make: || Box::new(prune_channels::PruneChannels),
+        lossless: false,
     },
     PassInfo {
         name: "insert-qdq",
