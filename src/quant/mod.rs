@@ -508,15 +508,7 @@ impl Inserter<'_> {
             &format!("{wname}_scale"),
             Tensor::from_f32(scale_dims.clone(), &wq.scales),
         );
-        let z_init = self.init(
-            g,
-            &format!("{wname}_zero_point"),
-            Tensor::from_raw(
-                DataType::INT8,
-                scale_dims.clone(),
-                vec![0u8; if self.opts.per_channel { nscales } else { 1 }],
-            ),
-        );
+        // Symmetric weights: zero point 0, which an omitted zero point means (and saves C bytes).
         let attrs = if self.opts.per_channel {
             vec![Attribute::new("axis", AttrValue::Int(axis as i64))]
         } else {
@@ -526,7 +518,7 @@ impl Inserter<'_> {
             g,
             "DequantizeLinear",
             &format!("{wname}_DequantizeLinear"),
-            vec![Some(q_init), Some(s_init), Some(z_init)],
+            vec![Some(q_init), Some(s_init)],
             attrs,
             &format!("{wname}_dequantized"),
         );
@@ -573,21 +565,13 @@ impl Inserter<'_> {
                 );
                 // Per-channel weights give one bias scale per channel (axis 0, opset ≥ 13); a
                 // per-tensor weight gives one scale for the whole bias.
-                let (bs, bz, battrs) = if self.opts.per_channel {
+                // Zero point 0, omitted (the int32 zeros would be 4 bytes per channel).
+                let (bs, battrs) = if self.opts.per_channel {
                     (
                         self.init(
                             g,
                             &format!("{bname}_scale"),
                             Tensor::from_f32(b.dims.clone(), &scales),
-                        ),
-                        self.init(
-                            g,
-                            &format!("{bname}_zero_point"),
-                            Tensor::from_raw(
-                                DataType::INT32,
-                                b.dims.clone(),
-                                vec![0u8; 4 * bvals.len()],
-                            ),
                         ),
                         vec![Attribute::new("axis", AttrValue::Int(0))],
                     )
@@ -598,11 +582,6 @@ impl Inserter<'_> {
                             &format!("{bname}_scale"),
                             Tensor::from_f32(vec![], &scales[..1]),
                         ),
-                        self.init(
-                            g,
-                            &format!("{bname}_zero_point"),
-                            Tensor::from_raw(DataType::INT32, vec![], vec![0u8; 4]),
-                        ),
                         vec![],
                     )
                 };
@@ -610,7 +589,7 @@ impl Inserter<'_> {
                     g,
                     "DequantizeLinear",
                     &format!("{bname}_DequantizeLinear"),
-                    vec![Some(bq), Some(bs), Some(bz)],
+                    vec![Some(bq), Some(bs)],
                     battrs,
                     &format!("{bname}_dequantized"),
                 );
