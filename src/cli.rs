@@ -266,3 +266,223 @@ pub fn read_table(p: &Path) -> Result<crate::quant::calib::CalibrationTable> {
     serde_json::from_str(&text)
         .with_context(|| format!("'{}' is not a calibration table", p.display()))
 }
+
+/// Calibration and eval samples for a pipeline config: `--eval` files, else the last quarter of
+/// the calibration samples held out (at least one), else seeded random samples; says which.
+pub fn pipeline_data(
+    model: &Model,
+    cfg: &crate::pipeline::Config,
+) -> Result<crate::pipeline::Data> {
+    let args = |inputs: &[std::path::PathBuf], random: Option<usize>| SampleArgs {
+        inputs: inputs.to_vec(),
+        random,
+        seed: cfg.seed,
+        input_shapes: cfg.input_shapes.clone(),
+        ..Default::default()
+    };
+    let mut calibration = if cfg.calibration.is_empty() && cfg.random.is_none() {
+        Vec::new()
+    } else {
+        samples(model, &args(&cfg.calibration, cfg.random), 0)?
+    };
+    let (eval, eval_source) = if !cfg.eval.is_empty() {
+        let e = samples(model, &args(&cfg.eval, None), 0)?;
+        let src = format!(
+            "{} sample(s) from --eval {}",
+            e.len(),
+            cfg.eval
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        (e, src)
+    } else if calibration.len() >= 2 {
+        let n = calibration.len();
+        let k = (n / 4).max(1);
+        let e = calibration.split_off(n - k);
+        (
+            e,
+            format!("the last {k} of the {n} calibration samples, held out of calibration (no --eval given)"),
+        )
+    } else if calibration.len() == 1 {
+        (
+            calibration.clone(),
+            "the only calibration sample (give --eval for a held-out check)".to_string(),
+        )
+    } else {
+        let mut a = args(&[], Some(4));
+        a.seed = cfg.seed.wrapping_add(1);
+        (
+            samples(model, &a, 4)?,
+            "4 seeded random samples (no --calibration or --eval given)".to_string(),
+        )
+    };
+    Ok(crate::pipeline::Data {
+        calibration,
+        eval,
+        eval_source,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing '{}'", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing '{}'", path.display()))?;
+    Ok(())
+}
+
+/// Progress bars on stderr (hidden when it is not a terminal or with --quiet) and `-v` logs.
+pub struct Bars {
+    bar: std::cell::RefCell<Option<indicatif::ProgressBar>>,
+    hidden: bool,
+    verbose: bool,
+}
+
+impl Bars {
+    pub fn new(quiet: bool, verbose: bool) -> Bars {
+        use std::io::IsTerminal;
+        Bars {
+            bar: std::cell::RefCell::new(None),
+            hidden: quiet || !std::io::stderr().is_terminal(),
+            verbose,
+        }
+    }
+}
+
+impl crate::pipeline::Progress for Bars {
+    fn start(&self, what: &str, total: u64) {
+        if self.hidden {
+            return;
+        }
+        let pb = indicatif::ProgressBar::new(total);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} {elapsed}")
+        {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(what.to_string());
+        if let Some(old) = self.bar.replace(Some(pb)) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn inc(&self) {
+        if let Some(pb) = self.bar.borrow().as_ref() {
+            pb.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(pb) = self.bar.replace(None) {
+            pb.finish_and_clear();
+        }
+    }
+
+    fn log(&self, msg: &str) {
+        if self.verbose {
+            match self.bar.borrow().as_ref() {
+                Some(pb) => pb.println(msg),
+                None => eprintln!("{msg}"),
+            }
+        }
+    }
+}
+
+/// The pipeline summary printed on stdout.
+pub fn render_pipeline(r: &crate::pipeline::PipelineReport) -> String {
+    let mut s = String::new();
+    let macs = |m: Option<u64>| m.map(|x| x.to_string()).unwrap_or_else(|| "unknown".into());
+    let _ = writeln!(
+        s,
+        "nodes {} -> {}   parameters {} -> {}   parameter bytes {} -> {}   MACs {} -> {}",
+        r.input.nodes,
+        r.output.nodes,
+        r.input.params,
+        r.output.params,
+        human_bytes(r.input.bytes.max(0) as u64),
+        human_bytes(r.output.bytes.max(0) as u64),
+        macs(r.input.macs),
+        macs(r.output.macs)
+    );
+    let steps: Vec<String> = r
+        .steps
+        .iter()
+        .map(|st| {
+            format!(
+                "{} ({} -> {} nodes)",
+                st.name, st.nodes_before, st.nodes_after
+            )
+        })
+        .collect();
+    let _ = writeln!(s, "steps: {}", steps.join(", "));
+    if let Some(p) = &r.pruning {
+        let frozen = p.groups.iter().filter(|g| g.frozen.is_some()).count();
+        let _ = writeln!(
+            s,
+            "pruning: removed {} channel(s) in {} group(s), {} frozen",
+            p.channels_removed,
+            p.groups.len() - frozen,
+            frozen
+        );
+    }
+    if let Some(q) = &r.quantization {
+        let _ = writeln!(
+            s,
+            "quantization: {} node(s) quantized, {} kept in float",
+            q.quantized_nodes.len(),
+            q.skipped.len()
+        );
+    }
+    if let Some(b) = &r.budget {
+        let _ = writeln!(
+            s,
+            "budget {}: {} (metric {} -> {}; {} layer(s) kept in float, {} group(s) restored)",
+            b.spec,
+            if b.met { "met" } else { "NOT met" },
+            b.spec.show(b.metric_initial),
+            b.spec.show(b.metric_final),
+            b.float_layers.len(),
+            b.restored_groups.len()
+        );
+    }
+    if let Some(v) = &r.verification {
+        let _ = writeln!(s, "verification on {}:", v.eval_source);
+        for o in &v.outputs {
+            let _ = writeln!(
+                s,
+                "  {:<24} cosine {:.6} (mean {:.6})  max_abs {:.3e}  sqnr {}",
+                o.name,
+                o.cosine,
+                o.cosine_mean,
+                o.max_abs,
+                o.sqnr_db
+                    .map(|d| format!("{d:.1} dB"))
+                    .unwrap_or_else(|| "inf".into())
+            );
+        }
+    }
+    if let Some(l) = &r.latency {
+        let _ = writeln!(
+            s,
+            "tract latency {:.2} ms -> {:.2} ms",
+            l.tract_before_ms, l.tract_after_ms
+        );
+        if let Some(n) = &l.note {
+            let _ = writeln!(s, "  ({n})");
+        }
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s.trim_end().to_string()
+}

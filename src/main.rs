@@ -243,9 +243,39 @@ struct OptimizeArgs {
     /// --inputs). Repeatable.
     #[arg(long, value_name = "PATH")]
     calibration: Vec<PathBuf>,
-    /// Fraction of channels the `prune-channels` pass removes per group.
-    #[arg(long, value_name = "R", default_value_t = 0.3)]
-    prune: f64,
+    /// Prune R of each channel group (pipeline: clean-up → prune → clean-up …); with --passes,
+    /// the ratio of the `prune-channels` pass (default 0.3).
+    #[arg(long, value_name = "R")]
+    prune: Option<f64>,
+    /// Quantize after pruning: int8 (static QDQ, needs --calibration) or dynamic.
+    #[arg(long, value_name = "MODE", value_parser = ["int8", "dynamic"], conflicts_with = "passes")]
+    quantize: Option<String>,
+    /// Held-out samples for the final verification and the budget (default: the last quarter of
+    /// the calibration samples, held out of calibration).
+    #[arg(long, value_name = "PATH", conflicts_with = "passes")]
+    eval: Vec<PathBuf>,
+    /// Accuracy budget on the outputs: cosine=C, top1=F, sqnr=DB or max-abs=X. Layers are kept
+    /// in float / unpruned, most harmful first, until it holds.
+    #[arg(long, value_name = "SPEC", conflicts_with = "passes")]
+    max_error: Option<String>,
+    /// Run the pipeline described by a TOML file (see --print-config).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["passes", "quantize", "prune", "max_error"])]
+    config: Option<PathBuf>,
+    /// Print the TOML config equivalent to the flags given, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Write the report as a self-contained HTML page.
+    #[arg(long, value_name = "FILE", conflicts_with = "passes")]
+    html: Option<PathBuf>,
+    /// Timed tract runs of the original and the result for the report (0: skip).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    bench_runs: usize,
+    /// No progress bars.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Log each pipeline step.
+    #[arg(short, long)]
+    verbose: bool,
     /// Channel importance for `prune-channels` (see `onnxopt prune --help`).
     #[arg(long, default_value = "l1", value_parser = ["l1", "l2", "bn-scale", "activation-mean", "activation-entropy"])]
     criterion: String,
@@ -518,6 +548,95 @@ fn verify(a: VerifyArgs) -> Result<ExitCode> {
 }
 
 fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
+    let pipeline_mode = a.passes.is_none()
+        && (a.prune.is_some()
+            || a.quantize.is_some()
+            || a.config.is_some()
+            || a.max_error.is_some()
+            || a.html.is_some()
+            || a.print_config
+            || !a.eval.is_empty());
+    if pipeline_mode {
+        return optimize_pipeline(a);
+    }
+    optimize_passes(a)
+}
+
+/// `optimize` with --prune / --quantize / --max-error / --config / --html: the verified pipeline.
+fn optimize_pipeline(a: OptimizeArgs) -> Result<ExitCode> {
+    use onnxopt::pipeline::{self, Config, PassConfig, PipelineError, PruneConfig, QuantConfig};
+    let cfg = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading '{}'", p.display()))?;
+            Config::from_toml(&text)?
+        }
+        None => {
+            let prune = a.prune.map(|ratio| PruneConfig {
+                ratio,
+                criterion: a.criterion.clone(),
+                ..Default::default()
+            });
+            let quantize = match a.quantize.as_deref() {
+                Some("int8") => Some(PassConfig::InsertQdq(QuantConfig::default())),
+                Some(_) => Some(PassConfig::DynamicQuantize(Default::default())),
+                None => None,
+            };
+            let mut c = Config::standard(prune, quantize);
+            c.input_shapes = a.samples.input_shape.clone();
+            c.calibration = a.calibration.clone();
+            c.random = a.samples.random;
+            c.eval = a.eval.clone();
+            c.seed = a.samples.seed;
+            c.max_error = a.max_error.clone();
+            c
+        }
+    };
+    if a.print_config {
+        outp!("{}", cfg.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
+    let (mut original, _) = cli::load(&a.model)?;
+    let shapes = cfg
+        .input_shapes
+        .iter()
+        .map(|s| onnxopt::inputs::parse_shape_flag(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    onnxopt::optimize::fix_input_shapes(&mut original, &shapes);
+    let data = cli::pipeline_data(&original, &cfg)?;
+    pipeline::check_config(&cfg, !data.calibration.is_empty())?;
+    let progress = cli::Bars::new(a.quiet, a.verbose);
+    let outcome = match pipeline::run(&original, &cfg, &data, a.bench_runs, &progress) {
+        Err(PipelineError::Impossible(m)) => {
+            eprintln!("onnxopt: {m}; nothing written");
+            return Ok(ExitCode::from(1));
+        }
+        other => other?,
+    };
+    let mut report = outcome.report;
+    report.model = a.model.display().to_string();
+    out!("{}", cli::render_pipeline(&report));
+    let budget_missed = report.budget.as_ref().is_some_and(|b| !b.met);
+    if let Some(p) = &a.report {
+        cli::write_atomic(p, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    }
+    if let Some(p) = &a.html {
+        cli::write_atomic(p, onnxopt::report_html::render(&report).as_bytes())?;
+    }
+    if budget_missed {
+        eprintln!(
+            "onnxopt: the accuracy budget is not met even after every exception; nothing written"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let saved = onnxopt::export::save(&outcome.model, &a.output, DataPolicy::Keep)
+        .with_context(|| format!("writing '{}'", a.output.display()))?;
+    out!("wrote {} ({} bytes)", a.output.display(), saved.model_bytes);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn optimize_passes(a: OptimizeArgs) -> Result<ExitCode> {
     use onnxopt::optimize::{check, run_passes, OptimizeOptions};
     use onnxopt::verify::Tolerance;
     cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
@@ -561,7 +680,7 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
         .as_ref()
         .is_some_and(|p| p.iter().any(|n| n == "prune-channels"));
     let prune = if prunes {
-        if !(0.0..=1.0).contains(&a.prune) {
+        if !(0.0..=1.0).contains(&a.prune.unwrap_or(0.3)) {
             anyhow::bail!("--prune must be in [0, 1]");
         }
         let criterion: onnxopt::prune::Criterion =
@@ -577,7 +696,7 @@ fn optimize(a: OptimizeArgs) -> Result<ExitCode> {
             cli::samples(&original, &sargs, 0)?
         };
         let opts = onnxopt::prune::PruneOptions {
-            ratio: a.prune,
+            ratio: a.prune.unwrap_or(0.3),
             criterion,
             ..Default::default()
         };

@@ -53,6 +53,8 @@ pub struct QuantOptions {
     /// by a Cast: runtimes fold the Cast at load (onnxruntime and tract measured: no run-time
     /// cost), the file loses half of those bytes, and the weights move by at most 2^-11 relative.
     pub f16_small_conv_weights: bool,
+    /// When not empty, only these nodes are quantized (sensitivity analysis: one layer alone).
+    pub only_nodes: Vec<String>,
 }
 
 /// Default for [`QuantOptions::min_conv_macs_per_output`]. Depthwise 3×3 convs (9 MACs per
@@ -83,6 +85,7 @@ impl Default for QuantOptions {
             exclude_ops: vec![],
             min_conv_macs_per_output: MIN_CONV_MACS_PER_OUTPUT,
             f16_small_conv_weights: true,
+            only_nodes: vec![],
         }
     }
 }
@@ -177,7 +180,11 @@ fn candidate(g: &Graph, id: NodeId, opts: &QuantOptions) -> Result<(), String> {
     if !op.is_default_domain() || !opts.ops.contains(&op.op_type) {
         return Err("op not in the quantization policy".into());
     }
-    if opts.exclude_ops.contains(&op.op_type) || opts.exclude_nodes.iter().any(|e| e == &n.name) {
+    let named = |list: &[String]| list.iter().any(|e| e == &n.name || e == n.display_name());
+    if !opts.only_nodes.is_empty() && !named(&opts.only_nodes) {
+        return Err("not the layer under study".into());
+    }
+    if opts.exclude_ops.contains(&op.op_type) || named(&opts.exclude_nodes) {
         return Err("excluded by the user".into());
     }
     let x = n.inputs().first().copied().flatten().ok_or("no input")?;
