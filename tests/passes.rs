@@ -992,3 +992,42 @@ fn fuse_hard_swish_both_forms_and_opsets() {
     assert_eq!(ops(&out), vec!["Add", "Clip", "Div", "HardSwish", "Mul"]);
     same_outputs(&m, &out, 1e-6, 1e-5);
 }
+
+/// QDQ weights stay quantized, and a region of float16 → float Casts that would double its bytes
+/// is not folded even though each Cast alone stores no more than the whole region frees.
+#[test]
+fn fold_constants_keeps_qdq_weights_and_guards_whole_regions() {
+    let mut b = B::new(13);
+    let x = b.input("x", &[1, 600]);
+    let q = b.init(
+        "w_q",
+        Tensor::from_raw(onnxopt::ir::DataType::INT8, vec![600, 4], vec![3u8; 2400]),
+    );
+    let s = b.init("w_s", Tensor::from_f32(vec![], &[0.01]));
+    let w = b.op1("DequantizeLinear", &[q, s], vec![], "w");
+    let y = b.op1("MatMul", &[x, w], vec![], "y");
+    b.output(y);
+    // Two float16 weights (1.2 KB each) cast to float (2.4 KB each): 4.8 KB stored for 2.4 KB freed.
+    let h: Vec<u8> = (0..600u32)
+        .flat_map(|i| half::f16::from_f32(i as f32 * 0.001).to_le_bytes())
+        .collect();
+    for k in 0..2 {
+        let hw = b.init(
+            &format!("h{k}"),
+            Tensor::from_raw(onnxopt::ir::DataType::FLOAT16, vec![600, 1], h.clone()),
+        );
+        let c = b.op1("Cast", &[hw], vec![int("to", 1)], &format!("c{k}"));
+        let z = b.op1("MatMul", &[x, c], vec![], &format!("z{k}"));
+        b.output(z);
+    }
+    let m = b.done();
+    let (out, declined) = run(&m, &["fold-constants"]);
+    let o = ops(&out);
+    assert!(o.contains(&"DequantizeLinear".to_string()), "{o:?}");
+    assert_eq!(
+        o.iter().filter(|t| *t == "Cast").count(),
+        2,
+        "{o:?} {declined:?}"
+    );
+    same_outputs(&m, &out, 0.0, 0.0);
+}

@@ -13,8 +13,10 @@
 //!
 //! Declines: non-deterministic ops (Random*, Multinomial, Bernoulli), ops outside the default
 //! domain, nodes holding subgraphs, graph inputs that have an initializer (overridable, so not
-//! constant), and any folded value over the size guard ([`fits_budget`]): a value is folded only if
-//! it is at most [`SMALL_VALUE_BYTES`] or no larger than the constant inputs it makes dead. So
+//! constant), DequantizeLinear ([`KEPT_AS_WRITTEN`]), and any folded value over the size guard
+//! ([`fits_budget`]): a value is folded only if it is at most [`SMALL_VALUE_BYTES`] or no larger than
+//! the constant inputs it makes dead, and a region's large values together store no more than the
+//! region frees. So
 //! `ConstantOfShape` of a big shape, `Expand`/`Tile` of a scalar and the like stay as they are, and
 //! folding never grows the model. Subgraphs are left alone (their values may depend on the
 //! enclosing scope at run time).
@@ -70,6 +72,11 @@ fn constant_value(n: &Node) -> Option<Tensor> {
         _ => return None,
     })
 }
+
+/// Ops never folded although their inputs are constant: a DequantizeLinear of an int8 weight is
+/// how QDQ models store weights (folding it would grow the file 4× and hide the quantization from
+/// runtimes, which fuse DQ→Conv into int8 kernels).
+const KEPT_AS_WRITTEN: &[&str] = &["DequantizeLinear"];
 
 /// Size guard: fold `value_bytes` if small, or if it does not exceed what it frees.
 pub fn fits_budget(value_bytes: usize, freed_bytes: usize) -> bool {
@@ -406,6 +413,7 @@ fn region(g: &Graph, excluded: &HashSet<NodeId>) -> Vec<NodeId> {
         if op.op_type == "Constant"
             || !op.is_default_domain()
             || NONDETERMINISTIC.contains(&op.op_type.as_str())
+            || KEPT_AS_WRITTEN.contains(&op.op_type.as_str())
             || n.subgraphs().next().is_some()
             || excluded.contains(&id)
             || n.inputs().iter().all(Option::is_none)
@@ -605,8 +613,18 @@ fn fold_regions(
         // A value over the size guard stays computed at run time, but its own inputs may still
         // fold (a ConstantOfShape keeps a folded shape): leave its producer out and retry.
         let mut over_budget = Vec::new();
+        // The guard holds for the region as a whole: its large values together must not store
+        // more than the region frees (each alone could pass while all together grow the model).
+        let large: usize = values
+            .iter()
+            .map(|t| t.byte_size())
+            .filter(|&b| b > SMALL_VALUE_BYTES)
+            .sum();
+        let region_fits = large <= freed;
         for ((v, t), (vname, _)) in boundary.iter().zip(&values).zip(&declared) {
-            if !fits_budget(t.byte_size(), freed) {
+            if !fits_budget(t.byte_size(), freed)
+                || (!region_fits && t.byte_size() > SMALL_VALUE_BYTES)
+            {
                 cx.skip(format!(
                     "'{vname}': folding would store {} bytes, more than the {} bytes it frees (size guard)",
                     t.byte_size(),
