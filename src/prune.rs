@@ -1175,6 +1175,30 @@ fn apply(m: &mut Model, cg: &ChannelGroups, removed: &HashSet<usize>) -> Result<
                     }
                 }
             }
+            Member::Grouped {
+                node,
+                atoms,
+                per_group,
+            } => {
+                let keep = kept_positions(atoms, removed);
+                if keep.len() < atoms.len() {
+                    if keep.len() % per_group != 0 {
+                        return Err(format!(
+                            "'{}' would lose part of a group",
+                            m.graph.node(*node).display_name()
+                        ));
+                    }
+                    slice_input(m, *node, 1, 0, &keep)?;
+                    slice_input(m, *node, 2, 0, &keep)?;
+                    if let Some(op) = m.graph.node_mut(*node).op_mut() {
+                        op.attributes.retain(|a| a.name != "group");
+                        op.attributes.push(Attribute::new(
+                            "group",
+                            AttrValue::Int((keep.len() / per_group) as i64),
+                        ));
+                    }
+                }
+            }
             Member::PerChannel {
                 node,
                 slot,

@@ -35,8 +35,9 @@ fn bars(title: &str, rows: &[(String, f64, f64, String)]) -> String {
             0.0
         };
         let mut short = label.clone();
-        if short.chars().count() > 40 {
-            short = short.chars().take(37).collect::<String>() + "…";
+        // About what fits left of the bars at this font size.
+        if short.chars().count() > 34 {
+            short = short.chars().take(33).collect::<String>() + "…";
         }
         let _ = writeln!(
             s,

@@ -21,6 +21,7 @@ fn block() -> impl Strategy<Value = Block> {
         Just(Block::Residual),
         (2i64..12, 2i64..12).prop_map(|(p, q)| Block::Concat(p, q)),
         Just(Block::Depthwise),
+        Just(Block::Grouped),
         Just(Block::TransposePair),
         Just(Block::ShapeReshape),
         Just(Block::Affine),

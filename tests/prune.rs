@@ -337,3 +337,42 @@ fn prune_channels_runs_as_an_optimize_pass() {
     assert!(conv_out_channels(&out, "res_a/Conv") < 16);
     assert_eq!(verify(&f, &out, &["--min-cosine", "0"]).0, 0);
 }
+
+/// A grouped conv (2 groups of 8 channels) loses whole groups: at ratio 0.5 one group goes, the
+/// weight keeps its per-group input width and `group` becomes 1.
+#[test]
+fn grouped_conv_keeps_whole_groups() {
+    use common::gen::{build, Block};
+    let m = build(&[Block::Plain(16), Block::Grouped], 3, false);
+    let opts = onnxopt::prune::PruneOptions {
+        ratio: 0.5,
+        ..Default::default()
+    };
+    let (p, report) = onnxopt::prune::prune(&m, &opts, &[]).unwrap();
+    assert!(report.channels_removed > 0);
+    // The grouped conv is the one whose weight has the per-group input width 8 (16 / 2 groups).
+    let g = &p.graph;
+    let (_, conv) = g
+        .nodes()
+        .find(|(_, n)| {
+            n.op_type() == "Conv"
+                && g.constant(n.inputs()[1].unwrap())
+                    .is_some_and(|w| w.dims[1] == 8 && w.dims[2] == 3)
+        })
+        .expect("the grouped conv");
+    let w = g.constant(conv.inputs()[1].unwrap()).unwrap();
+    let groups = onnxopt::passes::util::attr_int(conv, "group", 1);
+    assert_eq!(
+        w.dims[0],
+        8 * groups,
+        "whole groups: {:?} with group {groups}",
+        w.dims
+    );
+    assert_eq!(groups, 1, "one of the two groups went at ratio 0.5");
+    let x = onnxopt::ir::Tensor::from_f32(vec![1, 3, 8, 8], &[0.25; 192]);
+    let out = onnxopt::verify::Runner::from_model(&p, std::slice::from_ref(&x))
+        .unwrap()
+        .run(&[x])
+        .unwrap();
+    assert_eq!(out[0].dims, vec![1, 5]);
+}

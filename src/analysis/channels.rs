@@ -7,7 +7,8 @@
 //! (activations, pooling, Resize, Pad, BatchNormalization, per-channel constants …); a residual
 //! `Add`/`Mul`/`Sum` of two channel streams unites their atoms pairwise (removing channel i of
 //! one stream forces removing channel i of the other); `Concat` on the channel axis concatenates
-//! the lists; a depthwise Conv passes its input's list through (and is sliced with it); Flatten
+//! the lists; a depthwise Conv passes its input's list through (and is sliced with it), a grouped
+//! Conv with equal group widths too, with each group's channels one class (whole groups go); Flatten
 //! (or Reshape to `[N, -1]`) of `[N, C, H, W]` repeats each atom H·W times for the Gemm rows that
 //! follow. Each op that reads a list and must be edited when channels go is recorded as a
 //! [`Member`]. An op or pattern not understood **freezes** every atom it reads, with the reason;
@@ -37,6 +38,13 @@ pub enum Member {
     ConvInput { node: NodeId, atoms: Vec<usize> },
     /// Depthwise Conv (group = C): its weight's axis 0, its bias and `group`.
     Depthwise { node: NodeId, atoms: Vec<usize> },
+    /// Grouped Conv with equal input and output group widths: whole groups of `per_group`
+    /// channels go together (weight axis 0, bias, `group`).
+    Grouped {
+        node: NodeId,
+        atoms: Vec<usize>,
+        per_group: usize,
+    },
     /// Gemm / MatMul reading features, one atom per weight row (K).
     MatrixRows { node: NodeId, atoms: Vec<usize> },
     /// A constant input holding one value per channel (BatchNormalization parameters, a `[C,1,1]`
@@ -258,10 +266,36 @@ impl Walk<'_> {
                 }
                 return Ok(());
             }
+            let per_in = cin_per_group;
+            let per_out = cout / group.max(1) as usize;
+            if group > 1 && per_in == per_out && cout % group as usize == 0 {
+                // Grouped with C_in = C_out: output channel c reads group c / k; whole groups go
+                // together, so the k channels of each group become one class.
+                if let Some(&0) = listed.first() {
+                    let (axis, atoms) = list_of(self, 0);
+                    if axis != 1 || atoms.len() != cout {
+                        return Err("grouped Conv channels do not match".into());
+                    }
+                    for chunk in atoms.chunks(per_in) {
+                        for pair in chunk.windows(2) {
+                            self.union(pair[0], pair[1]);
+                        }
+                    }
+                    self.out.members.push(Member::Grouped {
+                        node: id,
+                        atoms: atoms.clone(),
+                        per_group: per_in,
+                    });
+                    self.set(y, 1, atoms);
+                }
+                return Ok(());
+            }
             return if listed.is_empty() {
                 Ok(())
             } else {
-                Err(format!("grouped Conv (group {group}, not depthwise)"))
+                Err(format!(
+                    "grouped Conv (group {group}) with different input and output group widths"
+                ))
             };
         }
         if t == "Gemm" || t == "MatMul" {

@@ -19,6 +19,8 @@ pub enum Block {
     Concat(i64, i64),
     /// Depthwise 3×3 then pointwise.
     Depthwise,
+    /// Grouped 3×3 conv (2 groups when the channel count is even) then pointwise.
+    Grouped,
     /// Transpose to NHWC and back (fuse-transposes cancels them).
     TransposePair,
     /// Reshape to [N, C, H·W] with a shape computed by Shape → Gather → Unsqueeze → Concat, then
@@ -147,6 +149,11 @@ pub fn build(blocks: &[Block], seed: u64, matmul_head: bool) -> Model {
             }
             Block::Depthwise => {
                 let d = b.cbr(x, c, c, 3, c);
+                x = b.cbr(d, c, c, 1, 1);
+            }
+            Block::Grouped => {
+                let groups = if c % 2 == 0 { 2 } else { 1 };
+                let d = b.cbr(x, c, c, 3, groups);
                 x = b.cbr(d, c, c, 1, 1);
             }
             Block::TransposePair => {
