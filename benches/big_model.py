@@ -125,7 +125,7 @@ def main():
     for label, cmd in (
         ("convert", [binary, "convert", path, "-o", os.path.join(tmp, "conv.onnx"), "--external-data"]),
         ("optimize", [binary, "optimize", path, "-o", os.path.join(tmp, "opt.onnx"), "--no-check"]),
-        ("verify", [binary, "verify", os.path.join(tmp, "opt.onnx"), "--random", "1"]),
+        ("verify", [binary, "verify", path, os.path.join(tmp, "opt.onnx"), "--random", "1"]),
     ):
         rss, secs, code = peak_rss_mb(cmd)
         rows.append((label, rss, secs, code))

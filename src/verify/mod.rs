@@ -160,27 +160,42 @@ pub struct Runner {
     pub output_names: Vec<String>,
 }
 
+/// Where tract reads a model from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Bytes(&'a [u8]),
+    /// A file, with external data beside it.
+    Path(&'a std::path::Path),
+}
+
 impl Runner {
     /// Loads serialised ONNX bytes (inline tensors). Input facts are first fixed from `inputs`; if
     /// tract then cannot reconcile them with shapes declared inside the model (a `value_info` naming
     /// a symbolic batch, say), it is retried with the model's own, symbolic, input facts.
     pub fn from_bytes(bytes: &[u8], inputs: &[Tensor]) -> Result<Runner, RunError> {
-        match Runner::load(bytes, Some(inputs)) {
+        Runner::from_source(Source::Bytes(bytes), inputs)
+    }
+
+    fn from_source(src: Source, inputs: &[Tensor]) -> Result<Runner, RunError> {
+        match Runner::load(src, Some(inputs)) {
             Err(RunError::Unsupported(first)) => {
-                Runner::load(bytes, None).map_err(|_| RunError::Unsupported(first))
+                Runner::load(src, None).map_err(|_| RunError::Unsupported(first))
             }
             other => other,
         }
     }
 
-    fn load(bytes: &[u8], inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
-        guard(|| Runner::load_unguarded(bytes, inputs))
+    fn load(src: Source, inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
+        guard(|| Runner::load_unguarded(src, inputs))
     }
 
-    fn load_unguarded(bytes: &[u8], inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
-        let mut model = tract_onnx::onnx()
-            .model_for_read(&mut &bytes[..])
-            .map_err(|e| RunError::Load(first_line(&e)))?;
+    fn load_unguarded(src: Source, inputs: Option<&[Tensor]>) -> Result<Runner, RunError> {
+        let onnx = tract_onnx::onnx();
+        let mut model = match src {
+            Source::Bytes(bytes) => onnx.model_for_read(&mut &bytes[..]),
+            Source::Path(path) => onnx.model_for_path(path),
+        }
+        .map_err(|e| RunError::Load(first_line(&e)))?;
         for (i, t) in inputs.unwrap_or_default().iter().enumerate() {
             let dt = tract_dtype(t.dtype).ok_or_else(|| RunError::Input {
                 name: format!("#{i}"),
@@ -236,7 +251,25 @@ impl Runner {
             bound = m;
             &bound
         };
-        let bytes = export::to_bytes_inline(model)?;
+        let bytes = match export::to_bytes_inline(model) {
+            // Over protobuf's 2 GiB: hand tract a file with external data instead.
+            Err(export::ExportError::TooLarge { .. }) => {
+                let dir = tempfile::tempdir().map_err(|e| RunError::Load(e.to_string()))?;
+                let path = dir.path().join("model.onnx");
+                export::save(
+                    model,
+                    &path,
+                    export::DataPolicy::External { threshold: 1024 },
+                )?;
+                let r = Runner::from_source(Source::Path(&path), inputs);
+                return r.map_err(|e| match e {
+                    RunError::Unsupported(m) => RunError::Unsupported(name_onnx_node(model, &m)),
+                    RunError::Load(m) => RunError::Load(name_onnx_node(model, &m)),
+                    other => other,
+                });
+            }
+            other => other?,
+        };
         Runner::from_bytes(&bytes, inputs).map_err(|e| match e {
             RunError::Unsupported(m) => RunError::Unsupported(name_onnx_node(model, &m)),
             RunError::Load(m) => RunError::Load(name_onnx_node(model, &m)),
