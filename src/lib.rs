@@ -36,6 +36,8 @@
 pub mod analysis;
 pub mod cli;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod import;
 pub mod inputs;
 pub mod ir;

@@ -415,7 +415,10 @@ impl Cx<'_> {
         }
         // Initializers (and overridable input defaults) in node index order.
         for (_, n) in g.nodes() {
-            let name = &n.outputs[0].name;
+            // Op nodes may have no outputs at all (found by fuzzing); only constants need a name.
+            let Some(name) = n.outputs.first().map(|o| &o.name) else {
+                continue;
+            };
             match &n.kind {
                 NodeKind::Input { default: Some(t) } => {
                     gp.initializer.push(self.tensor(t, name, true)?)

@@ -284,7 +284,13 @@ impl Cx {
                 // IR < 4 lists every initializer among the inputs: those are weights.
                 Some(_) if self.ir_version < 4 => continue,
                 Some(&i) => {
-                    let t = init_slots[i].take().expect("initializer taken once");
+                    // A graph input listed twice under an initializer's name (found by fuzzing).
+                    let Some(t) = init_slots[i].take() else {
+                        return Err(ImportError::DuplicateName {
+                            name: value.name.clone(),
+                            graph: gp.name.clone().unwrap_or_default(),
+                        });
+                    };
                     let name = value.name.clone();
                     let id = g.add_node(Node::new(
                         "",

@@ -476,6 +476,19 @@ fn load_npz(
         path: path.to_path_buf(),
         message,
     };
+    // Every member's header is checked before ndarray-npy parses it (see check_npy_header).
+    {
+        let f = File::open(path).map_err(|e| file_err(e.to_string()))?;
+        let mut zip =
+            zip::ZipArchive::new(f).map_err(|e| file_err(format!("not a readable .npz: {e}")))?;
+        for i in 0..zip.len() {
+            let mut entry = zip
+                .by_index(i)
+                .map_err(|e| file_err(format!("not a readable .npz: {e}")))?;
+            let name = entry.name().to_string();
+            check_npy_header(&mut entry).map_err(|m| file_err(format!("member '{name}': {m}")))?;
+        }
+    }
     let f = File::open(path).map_err(|e| file_err(e.to_string()))?;
     let mut npz = ndarray_npy::NpzReader::new(f)
         .map_err(|e| file_err(format!("not a readable .npz: {e}")))?;
@@ -601,9 +614,51 @@ fn split_samples(spec: &InputSpec, t: &Tensor) -> Result<Vec<Tensor>, InputError
 
 fn read_npy_file(path: &Path, dtype: DataType, name: &str) -> Result<Tensor, InputError> {
     read_typed(name, dtype, |dt| {
+        let mut f = File::open(path).map_err(|e| e.to_string())?;
+        check_npy_header(&mut f)?;
         let f = File::open(path).map_err(|e| e.to_string())?;
         read_dispatch(dt, f)
     })
+}
+
+/// Longest .npy header accepted (numpy writes well under 1 KiB for plain arrays).
+const MAX_NPY_HEADER: usize = 64 * 1024;
+
+/// Checks an .npy header is the plain `{'descr': …, 'fortran_order': …, 'shape': (…), }` numpy
+/// writes before the header parser sees it: fuzzing found that a header of nested braces makes the
+/// parser (ndarray-npy's Python-literal grammar) backtrack for minutes.
+fn check_npy_header(r: &mut impl std::io::Read) -> Result<(), String> {
+    let mut magic = [0u8; 8];
+    r.read_exact(&mut magic)
+        .map_err(|_| "not an .npy array (too short)".to_string())?;
+    if &magic[..6] != b"\x93NUMPY" {
+        return Err("not an .npy array (bad magic)".into());
+    }
+    let len = match magic[6] {
+        1 => {
+            let mut b = [0u8; 2];
+            r.read_exact(&mut b).map_err(|e| e.to_string())?;
+            u16::from_le_bytes(b) as usize
+        }
+        2 | 3 => {
+            let mut b = [0u8; 4];
+            r.read_exact(&mut b).map_err(|e| e.to_string())?;
+            u32::from_le_bytes(b) as usize
+        }
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    if len > MAX_NPY_HEADER {
+        return Err(format!(".npy header of {len} bytes"));
+    }
+    let mut h = vec![0u8; len];
+    r.read_exact(&mut h)
+        .map_err(|_| ".npy header truncated".to_string())?;
+    let count = |c: u8| h.iter().filter(|&&x| x == c).count();
+    if count(b'{') != 1 || count(b'}') != 1 || count(b'(') > 1 || count(b')') > 1 || count(b'[') > 0
+    {
+        return Err("the .npy header is not a plain numpy array header".into());
+    }
+    Ok(())
 }
 
 /// Expands `$rd!(T)` for the Rust element type of each readable ONNX dtype.

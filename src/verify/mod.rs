@@ -321,6 +321,21 @@ pub fn sane_for_tract(model: &Model) -> Result<(), RunError> {
                     }
                     _ => false,
                 };
+                // tract's LayerNormalization rules loop over `0..rank+axis` taken as unsigned: an
+                // axis below -rank never ends (found by fuzzing). Needs the input's rank.
+                let layer_norm_axis = op.op_type == "LayerNormalization"
+                    && matches!((a.name.as_str(), &a.value), ("axis", ir::AttrValue::Int(v)) if *v < -1 && {
+                        let rank = n
+                            .inputs()
+                            .first()
+                            .copied()
+                            .flatten()
+                            .and_then(|x| g.value(x).ty.as_ref())
+                            .and_then(|t| t.as_tensor())
+                            .and_then(|(_, s)| s.map(|s| s.len() as i64));
+                        rank.is_none_or(|r| r + *v < 0)
+                    });
+                let out_of_range = out_of_range || layer_norm_axis;
                 if out_of_range && bad.is_none() {
                     bad = Some(format!(
                         "node '{}' ({}) has {} out of range",
