@@ -859,7 +859,7 @@ fn optimize_passes(a: OptimizeArgs) -> Result<ExitCode> {
 }
 
 fn prune(a: PruneArgs) -> Result<ExitCode> {
-    use onnxopt::prune::{self, PruneOptions};
+    use onnxopt::prune;
     use onnxopt::verify::{compare::render, compare_models, CompareOptions, Tolerance};
     cli::refuse_overwrite(&a.model, &a.output, a.in_place)?;
     let (mut original, _) = cli::load(&a.model)?;
@@ -869,24 +869,6 @@ fn prune(a: PruneArgs) -> Result<ExitCode> {
         .map(|s| onnxopt::inputs::parse_shape_flag(s))
         .collect::<Result<Vec<_>, _>>()?;
     onnxopt::optimize::fix_input_shapes(&mut original, &input_shapes);
-    let layer_ratios = a
-        .layer
-        .iter()
-        .map(|l| {
-            let (n, r) = l
-                .rsplit_once('=')
-                .ok_or_else(|| anyhow::anyhow!("--layer wants NAME=RATIO, got '{l}'"))?;
-            let r: f64 = r
-                .parse()
-                .ok()
-                .filter(|r: &f64| (0.0..=1.0).contains(r))
-                .ok_or_else(|| anyhow::anyhow!("--layer {l}: the ratio must be in [0, 1]"))?;
-            Ok((n.to_string(), r))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if !(0.0..=1.0).contains(&a.ratio) || !(0.0..=1.0).contains(&a.max_layer_ratio) {
-        anyhow::bail!("--ratio and --max-layer-ratio must be in [0, 1]");
-    }
     let criterion: prune::Criterion = a.criterion.parse().map_err(anyhow::Error::msg)?;
     let sample_args = |paths: &[PathBuf], random: Option<usize>| cli::SampleArgs {
         inputs: paths.to_vec(),
@@ -906,17 +888,17 @@ fn prune(a: PruneArgs) -> Result<ExitCode> {
     } else {
         cli::samples(&original, &sample_args(&a.calibration, a.random), 0)?
     };
-    let opts = PruneOptions {
+    let opts = onnxopt::pipeline::prune_options(&onnxopt::pipeline::PruneConfig {
         ratio: a.ratio,
-        criterion,
+        criterion: a.criterion.clone(),
         global: a.global,
         max_layer_ratio: a.max_layer_ratio,
-        round_to: a.round_to.max(1),
-        layer_ratios,
+        round_to: a.round_to,
+        layer: a.layer.clone(),
         exclude: a.exclude.clone(),
         compensation: !a.no_compensation,
         refit: a.refit,
-    };
+    })?;
     let (pruned, report) = prune::prune(&original, &opts, &calibration)
         .map_err(|e| anyhow::anyhow!("pruning failed: {e}"))?;
     for n in &report.notes {

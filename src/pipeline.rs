@@ -465,7 +465,8 @@ struct StepsResult {
     before_quant: Option<(Model, quant::calib::CalibrationTable, QuantOptions)>,
 }
 
-fn prune_options(c: &PruneConfig) -> Result<PruneOptions, PipelineError> {
+/// The options a prune config describes; bad ratios or `NAME=R` overrides are usage errors.
+pub fn prune_options(c: &PruneConfig) -> Result<PruneOptions, PipelineError> {
     let layer_ratios = c
         .layer
         .iter()
